@@ -1,0 +1,470 @@
+# -*- coding: utf-8 -*-
+# Copyright: colo.webfarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The colo.webfarm topology model.
+
+One pure function, :func:`build_topology`, reads inventory groups and host
+variables and returns a normalised, validated description of the farm. Every
+other computation (balancer members, routes, cookies, weights, firewall flows,
+NFS exports, MySQL server ids) derives from that description. Nothing here
+touches the network or Ansible internals, so it is unit-tested and benchmarked
+with plain dictionaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import zlib
+
+# Inventory groups the model reads. ``web`` has children ``web_linux`` and
+# ``web_windows``; ``db`` has children ``db_primary`` and ``db_replicas``.
+GROUPS = ("edge", "balancers", "web", "web_linux", "web_windows",
+          "db", "db_primary", "db_replicas", "nfs", "cache")
+
+ROUTE_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+ROUTE_BAD_CHARS_RE = re.compile(r"[^A-Za-z0-9_-]")
+ROUTE_MAX = 63
+BALANCERS = ("haproxy", "apache")
+COOKIE_MODES = ("haproxy", "apache", "apache_legacy")
+SERVER_ID_MAX = 2 ** 32 - 1
+ANYWHERE = ("0.0.0.0/0", "::/0")
+
+# Well-known ports of the services the farm runs; each can be overridden by
+# a host variable of the same name (for example ``webfarm_port`` on web nodes).
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "ssh": 22,
+    "mysql": 3306,
+    "nfs": 2049,
+    "rpcbind": 111,
+    "redis": 6379,
+    "balancer_admin": 8404,
+}
+DEFAULT_NFS_V3_PORTS = {"mountd": 20048, "statd": 32765, "lockd": 32768}
+
+
+class TopologyError(ValueError):
+    """Bad inventory input. The message names host, variable, value and rule."""
+
+
+def _err(host, var, value, expected):
+    where = "host '%s'" % host if host else "the inventory"
+    return TopologyError(
+        "%s: variable '%s' is %r; expected %s" % (where, var, value, expected))
+
+
+# ---------------------------------------------------------------- scalars --
+
+def route_id(name, route=None, host=None):
+    """The balancer route for a web node.
+
+    An explicit ``route`` is validated and returned. Otherwise the route is
+    derived from the inventory name alone, so adding or removing other nodes
+    never changes it: characters outside ``[A-Za-z0-9_-]`` become ``-`` and
+    names longer than 63 characters keep a prefix plus a digest of the whole.
+    """
+    if route is not None:
+        if not isinstance(route, str) or not ROUTE_RE.match(route):
+            raise _err(host or name, "webfarm_route", route,
+                       "1 to 63 characters from [A-Za-z0-9_-] (no '.', ';', ',', '~', '|'); "
+                       "Apache takes the route after the first '.' of the cookie and "
+                       "HAProxy rejects '~' and '|'")
+        return route
+    if not isinstance(name, str) or not name:
+        raise _err(host, "inventory_hostname", name, "a non-empty host name")
+    derived = ROUTE_BAD_CHARS_RE.sub("-", name)
+    if len(derived) > ROUTE_MAX:
+        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+        derived = derived[:ROUTE_MAX - 9] + "-" + digest
+    return derived
+
+
+def cookie_value(route, mode="haproxy"):
+    """The sticky cookie value a balancer in ``mode`` uses for ``route``.
+
+    * ``haproxy``: the route itself (``cookie SRV insert``).
+    * ``apache``: ``.<route>``; mod_proxy_balancer reads the route after the
+      first '.', and the balancer sets the cookie itself.
+    * ``apache_legacy``: ``balancer.<route>``, the value each backend sets
+      with mod_rewrite in the design documents' legacy mode.
+    """
+    route_id("route", route)
+    if mode == "haproxy":
+        return route
+    if mode == "apache":
+        return "." + route
+    if mode == "apache_legacy":
+        return "balancer." + route
+    raise _err(None, "mode", mode, "one of %s" % ", ".join(COOKIE_MODES))
+
+
+def cookie_route(value, mode="haproxy"):
+    """Parse a sticky cookie value back to its route ('' when it names none).
+
+    Apache's parser takes what follows the first '.', cut at ';' or ',';
+    a value without '.' gives no route (and silently no stickiness).
+    """
+    if mode not in COOKIE_MODES:
+        raise _err(None, "mode", mode, "one of %s" % ", ".join(COOKIE_MODES))
+    if not isinstance(value, str):
+        raise _err(None, "cookie", value, "a string")
+    if mode == "haproxy":
+        return value if ROUTE_RE.match(value) else ""
+    _, dot, rest = value.partition(".")
+    if not dot:
+        return ""
+    route = re.split(r"[;,]", rest, maxsplit=1)[0]
+    return route if ROUTE_RE.match(route) else ""
+
+
+def _int_in(host, var, value, low, high):
+    if isinstance(value, bool):
+        raise _err(host, var, value, "a whole number from %d to %d" % (low, high))
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or not low <= value <= high:
+        raise _err(host, var, value, "a whole number from %d to %d" % (low, high))
+    return value
+
+
+def _bool(host, var, value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise _err(host, var, value, "true or false")
+
+
+def validate_weight(weight, host=None):
+    return _int_in(host, "webfarm_weight", weight, 1, 100)
+
+
+def balancer_weight(weight, balancer="haproxy", host=None):
+    """Convert a ``webfarm_weight`` (1..100) to a balancer's own scale.
+
+    HAProxy's ``weight`` takes 0..256 (0 means drain) and Apache's
+    ``loadfactor`` takes 1..100. Both ranges contain 1..100, so the farm
+    weight carries over unchanged: proportions stay exact, where scaling to
+    256 would round them, and HAProxy's 0 stays reserved for drain.
+    """
+    weight = validate_weight(weight, host)
+    if balancer not in BALANCERS:
+        raise _err(host, "webfarm_balancer", balancer, "one of %s" % ", ".join(BALANCERS))
+    return weight
+
+
+def validate_cidr(value, host=None, var="webfarm_admin_networks"):
+    if not isinstance(value, str):
+        raise _err(host, var, value, "a list of CIDR networks such as 192.0.2.0/24")
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise _err(host, var, value, "a list of CIDR networks such as 192.0.2.0/24")
+
+
+def host_cidr(address):
+    ip = ipaddress.ip_address(address)
+    return "%s/%d" % (ip, ip.max_prefixlen)
+
+
+# --------------------------------------------------------------- topology --
+
+def _group(groups, name):
+    hosts = groups.get(name) or []
+    return list(hosts)
+
+
+def _natural_key(name):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _address(host, hv):
+    address = hv.get("webfarm_address")
+    var = "webfarm_address"
+    if address in (None, ""):
+        address = hv.get("ansible_host")
+        var = "webfarm_address (defaulting to ansible_host)"
+    if address in (None, ""):
+        raise _err(host, "webfarm_address", address,
+                   "the host's private IP address (set webfarm_address or ansible_host)")
+    try:
+        return str(ipaddress.ip_address(str(address)))
+    except ValueError:
+        raise _err(host, var, address,
+                   "an IP address; the farm's firewall, exports and trusted proxies need "
+                   "addresses, so set webfarm_address to the host's private IP")
+
+
+def _server_id(name, explicit):
+    if explicit is not None:
+        return _int_in(name, "webfarm_server_id", explicit, 1, SERVER_ID_MAX)
+    # crc32 of the name alone: stable when other db hosts come and go.
+    return zlib.crc32(name.encode("utf-8")) % SERVER_ID_MAX + 1
+
+
+def build_topology(groups, hostvars):
+    """Validate the inventory and return the farm's topology.
+
+    ``groups`` maps group names to host lists (Ansible's ``groups``);
+    ``hostvars`` maps host names to their variables (Ansible's ``hostvars``).
+    Raises :class:`TopologyError` on the first bad input.
+    """
+    if not hasattr(groups, "get"):
+        raise _err(None, "groups", type(groups).__name__, "Ansible's 'groups' mapping")
+    topo = {g: sorted(set(_group(groups, g)), key=_natural_key) for g in GROUPS}
+    # 'web' and 'db' are the parents of their children even if the inventory
+    # lists the children only.
+    topo["web"] = sorted(set(topo["web"]) | set(topo["web_linux"]) | set(topo["web_windows"]),
+                         key=_natural_key)
+    topo["db"] = sorted(set(topo["db"]) | set(topo["db_primary"]) | set(topo["db_replicas"]),
+                        key=_natural_key)
+    in_farm = set()
+    for g in GROUPS:
+        in_farm.update(topo[g])
+
+    hosts = {}
+    by_address = {}
+    for name in sorted(in_farm, key=_natural_key):
+        hv = hostvars.get(name)
+        if hv is None:
+            raise _err(name, "hostvars", None, "an inventory host")
+        address = _address(name, hv)
+        if address in by_address:
+            raise TopologyError(
+                "hosts '%s' and '%s' both have address %s (webfarm_address/ansible_host); "
+                "every farm host needs its own address" % (by_address[address], name, address))
+        by_address[address] = name
+        admin = hv.get("webfarm_admin_networks", []) or []
+        if isinstance(admin, str) or not isinstance(admin, (list, tuple)):
+            raise _err(name, "webfarm_admin_networks", admin,
+                       "a list of CIDR networks such as ['192.0.2.0/24']")
+        hosts[name] = {
+            "name": name,
+            "address": address,
+            "admin_networks": [validate_cidr(n, name) for n in admin],
+            "os": "windows" if name in topo["web_windows"] else "linux",
+            "groups": [g for g in GROUPS if name in topo[g]],
+            "extra_flows": hv.get("webfarm_extra_flows", []) or [],
+        }
+
+    both = set(topo["web_linux"]) & set(topo["web_windows"])
+    if both:
+        name = sorted(both)[0]
+        raise _err(name, "groups", "web_linux and web_windows", "exactly one of the two")
+
+    routes = {}
+    for name in topo["web"]:
+        hv = hostvars.get(name)
+        h = hosts[name]
+        h["route"] = route_id(name, hv.get("webfarm_route"), host=name)
+        if h["route"] in routes:
+            raise TopologyError(
+                "hosts '%s' and '%s' have the same route '%s' (webfarm_route, or derived from "
+                "the inventory name); routes must be unique: set webfarm_route on one of them"
+                % (routes[h["route"]], name, h["route"]))
+        routes[h["route"]] = name
+        h["weight"] = validate_weight(hv.get("webfarm_weight", 100), name)
+        h["backup"] = _bool(name, "webfarm_backup", hv.get("webfarm_backup", False))
+        h["port"] = _int_in(name, "webfarm_port", hv.get("webfarm_port", DEFAULT_PORTS["http"]), 1, 65535)
+
+    for name in topo["balancers"]:
+        balancer = hostvars.get(name).get("webfarm_balancer", "haproxy")
+        if balancer not in BALANCERS:
+            raise _err(name, "webfarm_balancer", balancer, "one of %s" % ", ".join(BALANCERS))
+        hosts[name]["balancer"] = balancer
+
+    if topo["db"] and len(topo["db_primary"]) != 1:
+        raise _err(None, "groups.db_primary", topo["db_primary"],
+                   "exactly one host in group 'db_primary' when the farm has database hosts "
+                   "(found %d)" % len(topo["db_primary"]))
+    if set(topo["db_primary"]) & set(topo["db_replicas"]):
+        name = sorted(set(topo["db_primary"]) & set(topo["db_replicas"]))[0]
+        raise _err(name, "groups", "db_primary and db_replicas", "exactly one of the two")
+    server_ids = {}
+    for name in topo["db"]:
+        sid = _server_id(name, hostvars.get(name).get("webfarm_server_id"))
+        if sid in server_ids:
+            raise TopologyError(
+                "hosts '%s' and '%s' have the same MySQL server_id %d; set a distinct "
+                "webfarm_server_id (1..%d) on one of them" % (server_ids[sid], name, sid, SERVER_ID_MAX))
+        server_ids[sid] = name
+        hosts[name]["server_id"] = sid
+
+    if len(topo["nfs"]) > 1:
+        raise _err(None, "groups.nfs", topo["nfs"], "at most one NFS server in group 'nfs'")
+
+    farm = hostvars.get(sorted(in_farm)[0]) if in_farm else {}
+    nfs_v3 = _bool(None, "webfarm_nfs_v3", farm.get("webfarm_nfs_v3", False)) or bool(topo["web_windows"])
+    v3_ports = farm.get("webfarm_nfs_v3_ports", DEFAULT_NFS_V3_PORTS)
+    if nfs_v3:
+        if not isinstance(v3_ports, dict) or set(v3_ports) != set(DEFAULT_NFS_V3_PORTS):
+            raise _err(None, "webfarm_nfs_v3_ports", v3_ports,
+                       "a mapping with pinned ports for mountd, statd and lockd (NFSv3 is on)")
+        v3_ports = {k: _int_in(None, "webfarm_nfs_v3_ports.%s" % k, v, 1, 65535) for k, v in v3_ports.items()}
+
+    return {
+        "hosts": hosts,
+        "groups": topo,
+        "tls_terminator": farm.get("webfarm_tls_terminator", "stunnel"),
+        "nfs_v3": nfs_v3,
+        "nfs_v3_ports": v3_ports if nfs_v3 else {},
+    }
+
+
+# ------------------------------------------------------------ derivations --
+
+def _require_topology(topology):
+    if not isinstance(topology, dict) or "hosts" not in topology or "groups" not in topology:
+        raise _err(None, "topology", type(topology).__name__,
+                   "the result of groups | colo.webfarm.topology(hostvars)")
+
+
+def members(topology, balancer="haproxy"):
+    """Balancer members: the web nodes with address, port, route, weights."""
+    _require_topology(topology)
+    if balancer not in BALANCERS:
+        raise _err(None, "webfarm_balancer", balancer, "one of %s" % ", ".join(BALANCERS))
+    mode = "haproxy" if balancer == "haproxy" else "apache"
+    out = []
+    for name in topology["groups"]["web"]:
+        h = topology["hosts"][name]
+        out.append({
+            "name": name,
+            "address": h["address"],
+            "port": h["port"],
+            "route": h["route"],
+            "weight": h["weight"],
+            "lb_weight": balancer_weight(h["weight"], balancer, name),
+            "backup": h["backup"],
+            "cookie": cookie_value(h["route"], mode),
+            "os": h["os"],
+        })
+    return out
+
+
+def route_map(topology):
+    """``ADDRESS ROUTE`` lines for a RewriteMap (txt) on the web nodes."""
+    _require_topology(topology)
+    rows = [(ipaddress.ip_address(topology["hosts"][n]["address"]), topology["hosts"][n]["route"])
+            for n in topology["groups"]["web"]]
+    rows.sort(key=lambda r: (r[0].version, r[0]))
+    return ["%s %s" % (str(a), r) for a, r in rows]
+
+
+def server_ids(topology):
+    _require_topology(topology)
+    return {n: topology["hosts"][n]["server_id"] for n in topology["groups"]["db"]}
+
+
+def addresses(topology, group):
+    _require_topology(topology)
+    if group not in topology["groups"]:
+        raise _err(None, "group", group, "one of %s" % ", ".join(GROUPS))
+    return [topology["hosts"][n]["address"] for n in topology["groups"][group]]
+
+
+def _cidrs(topology, group_names):
+    seen = []
+    for g in group_names:
+        for n in topology["groups"][g]:
+            c = host_cidr(topology["hosts"][n]["address"])
+            if c not in seen:
+                seen.append(c)
+    return seen
+
+
+def _flow(name, port, sources, proto="tcp"):
+    return {"name": name, "proto": proto, "port": port, "sources": list(sources)}
+
+
+def _extra_flows(topology, host):
+    out = []
+    for i, f in enumerate(topology["hosts"][host]["extra_flows"]):
+        var = "webfarm_extra_flows[%d]" % i
+        if not isinstance(f, dict):
+            raise _err(host, var, f, "a mapping with name, proto, port and sources")
+        port = _int_in(host, var + ".port", f.get("port"), 1, 65535)
+        proto = f.get("proto", "tcp")
+        if proto not in ("tcp", "udp"):
+            raise _err(host, var + ".proto", proto, "tcp or udp")
+        sources = f.get("sources", list(ANYWHERE))
+        if isinstance(sources, str) or not isinstance(sources, (list, tuple)):
+            raise _err(host, var + ".sources", sources, "a list of CIDR networks or group names")
+        cidrs = []
+        for s in sources:
+            if isinstance(s, str) and s in topology["groups"]:
+                cidrs.extend(_cidrs(topology, [s]))
+            else:
+                cidrs.append(validate_cidr(s, host, var + ".sources"))
+        out.append(_flow(str(f.get("name", "extra-%d" % port)), port, cidrs, proto))
+    return out
+
+
+def firewall_flows(topology):
+    """For every farm host, the inbound flows it must accept.
+
+    Returns ``{host: [{name, proto, port, sources}]}``; sources are CIDRs.
+    """
+    _require_topology(topology)
+    g = topology["groups"]
+    hosts = topology["hosts"]
+    p = DEFAULT_PORTS
+    edge = _cidrs(topology, ["edge"])
+    balancers = _cidrs(topology, ["balancers"])
+    web = _cidrs(topology, ["web"])
+    primary = _cidrs(topology, ["db_primary"])
+    replicas = _cidrs(topology, ["db_replicas"])
+    native_tls = topology.get("tls_terminator") == "haproxy" or not g["edge"]
+    flows = {}
+    for name in sorted(hosts, key=_natural_key):
+        h = hosts[name]
+        admin = h["admin_networks"]
+        mine = []
+        if h["os"] == "linux":
+            mine.append(_flow("ssh", p["ssh"], admin))
+        if name in g["edge"]:
+            mine.append(_flow("http", p["http"], ANYWHERE))
+            mine.append(_flow("https", p["https"], ANYWHERE))
+        if name in g["balancers"]:
+            if native_tls:
+                mine.append(_flow("http", p["http"], ANYWHERE))
+                mine.append(_flow("https", p["https"], ANYWHERE))
+            else:
+                mine.append(_flow("http", p["http"], edge))
+            mine.append(_flow("balancer-admin", p["balancer_admin"], admin))
+        if name in g["web"]:
+            mine.append(_flow("http", h["port"], balancers))
+        if name in g["db_primary"]:
+            mine.append(_flow("mysql", p["mysql"], web + replicas))
+        if name in g["db_replicas"]:
+            mine.append(_flow("mysql", p["mysql"], web + primary))
+        if name in g["nfs"]:
+            mine.append(_flow("nfs", p["nfs"], web))
+            if topology.get("nfs_v3"):
+                mine.append(_flow("rpcbind", p["rpcbind"], web))
+                mine.append(_flow("rpcbind", p["rpcbind"], web, "udp"))
+                for svc in sorted(topology["nfs_v3_ports"]):
+                    for proto in ("tcp", "udp"):
+                        mine.append(_flow(svc, topology["nfs_v3_ports"][svc], web, proto))
+        if name in g["cache"]:
+            mine.append(_flow("redis", p["redis"], web))
+        mine.extend(_extra_flows(topology, name))
+        flows[name] = [f for f in mine if f["sources"]]
+    return flows
+
+
+def nfs_exports(topology, path, options=None):
+    """One export of ``path`` to each web node's address, sorted by address."""
+    _require_topology(topology)
+    if not isinstance(path, str) or not path.startswith("/") or path.rstrip("/") == "":
+        raise _err(None, "nfs_server_export_path", path, "an absolute path other than '/'")
+    if options is None:
+        options = ["rw", "sync", "no_subtree_check", "root_squash"]
+    if isinstance(options, str) or not isinstance(options, (list, tuple)):
+        raise _err(None, "options", options, "a list of export options")
+    clients = sorted((ipaddress.ip_address(a) for a in addresses(topology, "web")),
+                     key=lambda ip: (ip.version, ip))
+    return [{"path": path, "client": str(c), "options": list(options)} for c in clients]

@@ -1,0 +1,13 @@
+# Shared environment for the lab and test scripts (sourced, not executed).
+# shellcheck shell=bash
+REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+export VENV="${VENV:-$REPO/.venv}"
+export WEBFARM_BASE_IMAGE="${WEBFARM_BASE_IMAGE:-colo-webfarm/debian:bookworm}"
+# apt-cacher-ng on this machine caches the .deb files every container downloads.
+export WEBFARM_APT_CACHE="${WEBFARM_APT_CACHE:-on}"  # "off": no apt-cacher-ng
+export PATH="$VENV/bin:$PATH"
+export ANSIBLE_CONFIG="$REPO/ansible.cfg"
+# The checkout itself is the colo.webfarm collection (see ansible.cfg).
+export ANSIBLE_COLLECTIONS_PATH="$REPO/.collections"
+export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
+export PY_COLORS=0

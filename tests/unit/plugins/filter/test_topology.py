@@ -1,0 +1,337 @@
+"""Unit and property tests for the colo.webfarm topology filters."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.colo.webfarm.plugins.filter import routes as R
+from ansible_collections.colo.webfarm.plugins.filter import topology as T
+from ansible_collections.colo.webfarm.plugins.module_utils import topology as core
+
+
+def lab(**overrides):
+    """The lab topology as Ansible would hand it to the filters."""
+    groups = {
+        "edge": ["edge1"],
+        "balancers": ["lb1"],
+        "web_linux": ["web1", "web2", "web3"],
+        "web_windows": [],
+        "web": ["web1", "web2", "web3"],
+        "db_primary": ["db1"],
+        "db_replicas": ["db2"],
+        "db": ["db1", "db2"],
+        "nfs": ["nfs1"],
+    }
+    addresses = {"edge1": "10.0.0.2", "lb1": "10.0.0.3", "web1": "10.0.0.11", "web2": "10.0.0.12",
+                 "web3": "10.0.0.13", "db1": "10.0.0.21", "db2": "10.0.0.22", "nfs1": "10.0.0.31"}
+    hostvars = {h: {"webfarm_address": a, "webfarm_admin_networks": ["10.0.9.0/24"]}
+                for h, a in addresses.items()}
+    for key, value in overrides.items():
+        host, var = key.split("__", 1)
+        hostvars[host][var] = value
+    return groups, hostvars
+
+
+def topo(**overrides):
+    groups, hostvars = lab(**overrides)
+    return T.topology(groups, hostvars)
+
+
+def test_lab_topology_shape():
+    t = topo()
+    assert t["groups"]["web"] == ["web1", "web2", "web3"]
+    assert t["hosts"]["web1"]["route"] == "web1"
+    assert t["hosts"]["db1"]["server_id"] != t["hosts"]["db2"]["server_id"]
+    assert t["hosts"]["web2"]["os"] == "linux"
+    assert t["nfs_v3"] is False
+
+
+def test_members_haproxy_and_apache():
+    t = topo(web2__webfarm_weight=50, web3__webfarm_backup=True, web1__webfarm_route="alpha")
+    m = T.members(t, "haproxy")
+    assert [x["name"] for x in m] == ["web1", "web2", "web3"]
+    assert m[0] == {"name": "web1", "address": "10.0.0.11", "port": 80, "route": "alpha",
+                    "weight": 100, "lb_weight": 100, "backup": False, "cookie": "alpha", "os": "linux"}
+    assert m[1]["lb_weight"] == 50
+    assert m[2]["backup"] is True
+    a = T.members(t, "apache")
+    assert a[0]["cookie"] == ".alpha"
+
+
+def test_members_sorted_naturally():
+    groups = {"web": ["web10", "web2", "web1"]}
+    hv = {h: {"webfarm_address": "10.1.0.%d" % i} for i, h in enumerate(["web10", "web2", "web1"], 1)}
+    assert [m["name"] for m in T.members(T.topology(groups, hv))] == ["web1", "web2", "web10"]
+
+
+def test_address_defaults_to_ansible_host():
+    groups = {"web": ["w"]}
+    assert T.topology(groups, {"w": {"ansible_host": "192.0.2.5"}})["hosts"]["w"]["address"] == "192.0.2.5"
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("web1", "web1"),
+    ("web1.example.com", "web1-example-com"),
+    ("a;b,c~d|e", "a-b-c-d-e"),
+    ("x" * 63, "x" * 63),
+])
+def test_route_id_derivation(name, expected):
+    assert R.route_id(name) == expected
+
+
+def test_route_id_long_name_is_short_and_distinct():
+    a, b = R.route_id("n" * 80 + "a"), R.route_id("n" * 80 + "b")
+    assert len(a) < 64 and len(b) < 64 and a != b
+
+
+@pytest.mark.parametrize("route", ["a.b", "a;b", "a,b", "a~b", "a|b", "", "x" * 64, 7])
+def test_route_id_rejects_bad_explicit_route(route):
+    with pytest.raises(AnsibleFilterError, match="webfarm_route"):
+        R.route_id("web1", route)
+
+
+@pytest.mark.parametrize("mode,value", [
+    ("haproxy", "web1"), ("apache", ".web1"), ("apache_legacy", "balancer.web1")])
+def test_cookie_value_and_parse_back(mode, value):
+    assert R.cookie_value("web1", mode) == value
+    assert R.cookie_route(value, mode) == "web1"
+
+
+def test_cookie_route_apache_parser_rules():
+    assert R.cookie_route("abc", "apache") == ""           # no '.', no route
+    assert R.cookie_route("sid.web2;x", "apache") == "web2"  # cut at ';'
+    assert R.cookie_route("sid.web2,y", "apache") == "web2"  # cut at ','
+    assert R.cookie_route("a.b.c", "apache") == ""           # 'b.c' is no valid route
+
+
+def test_cookie_value_unknown_mode():
+    with pytest.raises(AnsibleFilterError, match="mode"):
+        R.cookie_value("web1", "nginx")
+
+
+def test_route_map_lines():
+    assert T.route_map(topo()) == ["10.0.0.11 web1", "10.0.0.12 web2", "10.0.0.13 web3"]
+
+
+@pytest.mark.parametrize("weight,expected", [(1, 1), (50, 50), (100, 100), ("40", 40)])
+def test_balancer_weight_keeps_proportions(weight, expected):
+    assert R.balancer_weight(weight, "haproxy") == expected
+    assert R.balancer_weight(weight, "apache") == expected
+
+
+@pytest.mark.parametrize("weight", [0, 101, -1, "heavy", 1.5, True, None])
+def test_balancer_weight_rejects(weight):
+    with pytest.raises(AnsibleFilterError, match="webfarm_weight"):
+        R.balancer_weight(weight)
+
+
+def test_firewall_flows_follow_topology():
+    flows = T.firewall_flows(topo())
+    by = {h: {(f["name"], f["port"]): f["sources"] for f in fl} for h, fl in flows.items()}
+    assert by["edge1"][("https", 443)] == ["0.0.0.0/0", "::/0"]
+    assert by["lb1"][("http", 80)] == ["10.0.0.2/32"]
+    assert by["lb1"][("balancer-admin", 8404)] == ["10.0.9.0/24"]
+    assert by["web1"][("http", 80)] == ["10.0.0.3/32"]
+    assert by["db1"][("mysql", 3306)] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.13/32", "10.0.0.22/32"]
+    assert by["db2"][("mysql", 3306)] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.13/32", "10.0.0.21/32"]
+    assert by["nfs1"] == {("ssh", 22): ["10.0.9.0/24"],
+                          ("nfs", 2049): ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.13/32"]}
+    assert all(("https", 443) not in by[h] for h in ("lb1", "web1", "db1", "nfs1"))
+
+
+def test_firewall_flows_native_tls_and_nfs_v3():
+    groups, hv = lab()
+    groups["edge"] = []
+    for h in hv.values():
+        h["webfarm_nfs_v3"] = True
+    flows = T.firewall_flows(T.topology(groups, hv))
+    lb = {(f["name"], f["port"], f["proto"]) for f in flows["lb1"]}
+    assert ("https", 443, "tcp") in lb and ("http", 80, "tcp") in lb
+    nfs = {(f["name"], f["port"], f["proto"]) for f in flows["nfs1"]}
+    assert {("mountd", 20048, "tcp"), ("statd", 32765, "udp"), ("lockd", 32768, "tcp"),
+            ("rpcbind", 111, "udp")} <= nfs
+
+
+def test_windows_nodes_turn_on_nfs_v3():
+    groups, hv = lab()
+    groups["web_windows"] = ["win1"]
+    hv["win1"] = {"webfarm_address": "10.0.0.41"}
+    t = T.topology(groups, hv)
+    assert t["nfs_v3"] and t["hosts"]["win1"]["os"] == "windows"
+    assert "ssh" not in {f["name"] for f in T.firewall_flows(t)["win1"]}
+
+
+def test_extra_flows_by_group_and_cidr():
+    t = topo(db1__webfarm_extra_flows=[{"name": "exporter", "port": 9104, "sources": ["balancers", "192.0.2.0/24"]}])
+    extra = [f for f in T.firewall_flows(t)["db1"] if f["name"] == "exporter"]
+    assert extra == [{"name": "exporter", "proto": "tcp", "port": 9104,
+                      "sources": ["10.0.0.3/32", "192.0.2.0/24"]}]
+
+
+@pytest.mark.parametrize("flow,var", [
+    ({"port": 70000}, "port"), ({"port": 0}, "port"), ({"port": 80, "sources": ["10.0.0.0/33"]}, "sources"),
+    ({"port": 80, "proto": "icmp"}, "proto")])
+def test_extra_flows_rejected(flow, var):
+    t = topo(web1__webfarm_extra_flows=[flow])
+    with pytest.raises(AnsibleFilterError, match=r"host 'web1'.*webfarm_extra_flows\[0\]\.%s" % var):
+        T.firewall_flows(t)
+
+
+def test_nfs_exports():
+    ex = T.nfs_exports(topo(), "/srv/webfarm/files")
+    assert [e["client"] for e in ex] == ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    assert ex[0]["options"] == ["rw", "sync", "no_subtree_check", "root_squash"]
+
+
+@pytest.mark.parametrize("path", ["/", "relative/path", "", None, "//"])
+def test_nfs_exports_rejects_bad_path(path):
+    with pytest.raises(AnsibleFilterError, match="nfs_server_export_path"):
+        T.nfs_exports(topo(), path)
+
+
+def test_server_ids_stable_and_unique():
+    ids = T.server_ids(topo())
+    groups, hv = lab()
+    groups["db_replicas"].append("db3")
+    hv["db3"] = {"webfarm_address": "10.0.0.23"}
+    ids2 = T.server_ids(T.topology(groups, hv))
+    assert ids2["db1"] == ids["db1"] and ids2["db2"] == ids["db2"]
+    assert len(set(ids2.values())) == 3
+    assert all(1 <= v < 2 ** 32 for v in ids2.values())
+
+
+def test_farm_addresses():
+    assert T.farm_addresses(topo(), "balancers") == ["10.0.0.3"]
+
+
+# ----------------------------------------------------------- bad inputs --
+
+def _bad(groups_hv, match):
+    groups, hv = groups_hv
+    with pytest.raises(AnsibleFilterError, match=match):
+        T.topology(groups, hv)
+
+
+def test_bad_duplicate_route():
+    _bad(lab(web2__webfarm_route="web1"), r"'web1' and 'web2' have the same route 'web1'")
+
+
+def test_bad_route_char():
+    _bad(lab(web3__webfarm_route="web.3"), r"host 'web3': variable 'webfarm_route' is 'web.3'")
+
+
+def test_bad_weight():
+    _bad(lab(web1__webfarm_weight=0), r"host 'web1': variable 'webfarm_weight' is 0; expected a whole number from 1 to 100")
+    _bad(lab(web1__webfarm_weight="heavy"), r"host 'web1': variable 'webfarm_weight' is 'heavy'")
+
+
+def test_bad_missing_address():
+    groups, hv = lab()
+    del hv["web2"]["webfarm_address"]
+    _bad((groups, hv), r"host 'web2': variable 'webfarm_address' is None")
+
+
+def test_bad_address_not_ip():
+    _bad(lab(web2__webfarm_address="web2.internal"), r"host 'web2'.*'web2.internal'; expected an IP address")
+
+
+def test_bad_duplicate_address():
+    _bad(lab(web2__webfarm_address="10.0.0.11"), r"'web1' and 'web2' both have address 10.0.0.11")
+
+
+def test_bad_zero_or_two_primaries():
+    groups, hv = lab()
+    groups["db_primary"] = []
+    _bad((groups, hv), r"db_primary.*exactly one host.*found 0")
+    groups["db_primary"] = ["db1", "db3"]
+    hv["db3"] = {"webfarm_address": "10.0.0.23"}
+    _bad((groups, hv), r"exactly one host.*found 2")
+
+
+def test_bad_admin_network():
+    _bad(lab(lb1__webfarm_admin_networks=["10.0.0.0/40"]), r"host 'lb1': variable 'webfarm_admin_networks' is '10.0.0.0/40'")
+    _bad(lab(lb1__webfarm_admin_networks="10.0.0.0/8"), r"host 'lb1': variable 'webfarm_admin_networks'")
+
+
+def test_bad_balancer_kind():
+    _bad(lab(lb1__webfarm_balancer="nginx"), r"host 'lb1': variable 'webfarm_balancer' is 'nginx'; expected one of haproxy, apache")
+
+
+def test_bad_duplicate_server_id():
+    _bad(lab(db1__webfarm_server_id=7, db2__webfarm_server_id=7), r"'db1' and 'db2' have the same MySQL server_id 7")
+
+
+def test_bad_two_nfs_servers():
+    groups, hv = lab()
+    groups["nfs"].append("nfs2")
+    hv["nfs2"] = {"webfarm_address": "10.0.0.32"}
+    _bad((groups, hv), r"groups.nfs.*at most one NFS server")
+
+
+def test_bad_backup_flag():
+    _bad(lab(web1__webfarm_backup="maybe"), r"host 'web1': variable 'webfarm_backup' is 'maybe'; expected true or false")
+
+
+def test_bad_v3_without_pinned_ports():
+    groups, hv = lab()
+    for h in hv.values():
+        h["webfarm_nfs_v3"] = True
+        h["webfarm_nfs_v3_ports"] = {"mountd": 20048}
+    _bad((groups, hv), r"webfarm_nfs_v3_ports.*pinned ports")
+
+
+def test_bad_topology_input_to_derivations():
+    with pytest.raises(AnsibleFilterError, match="groups \\| colo.webfarm.topology"):
+        T.members({"web": []})
+
+
+# ------------------------------------------------------------ properties --
+
+NAMES = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=90)
+
+
+@given(NAMES)
+def test_property_derived_routes_are_valid_for_both_balancers(name):
+    r = core.route_id(name)
+    assert core.ROUTE_RE.match(r)
+    for bad in ".;,~|":
+        assert bad not in r
+    # the Apache cookie parses back to the same route
+    assert core.cookie_route(core.cookie_value(r, "apache"), "apache") == r
+    assert core.cookie_route(core.cookie_value(r, "apache_legacy"), "apache_legacy") == r
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.from_regex(r"[a-z][a-z0-9]{0,10}", fullmatch=True), min_size=2, max_size=40, unique=True),
+       st.data())
+def test_property_routes_stable_when_nodes_come_and_go(names, data):
+    def build(hosts):
+        groups = {"web": hosts}
+        hv = {h: {"webfarm_address": "10.%d.%d.%d" % (i // 65536, (i // 256) % 256, i % 256 + 1)}
+              for i, h in enumerate(names) if h in hosts}
+        return {m["name"]: m["route"] for m in core.members(core.build_topology(groups, hv))}
+
+    removed = data.draw(st.sampled_from(names))
+    full = build(names)
+    less = build([n for n in names if n != removed])
+    assert all(full[n] == less[n] for n in less)
+
+
+@given(st.integers(min_value=1, max_value=100), st.integers(min_value=1, max_value=100))
+def test_property_weight_ratio_preserved(a, b):
+    for balancer in ("haproxy", "apache"):
+        wa, wb = core.balancer_weight(a, balancer), core.balancer_weight(b, balancer)
+        assert wa * b == wb * a
+        assert (1 <= wa <= 256) if balancer == "haproxy" else (1 <= wa <= 100)
+
+
+def test_inputs_not_mutated():
+    groups, hv = lab()
+    g2, h2 = copy.deepcopy(groups), copy.deepcopy(hv)
+    T.firewall_flows(T.topology(groups, hv))
+    assert (groups, hv) == (g2, h2)
