@@ -11,3 +11,8 @@ export ANSIBLE_CONFIG="$REPO/ansible.cfg"
 export ANSIBLE_COLLECTIONS_PATH="$REPO/.collections"
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
 export PY_COLORS=0
+# A copy of colo.webfarm installed under ~/.ansible would shadow the checkout.
+if [ -e "$HOME/.ansible/collections/ansible_collections/colo/webfarm" ]; then
+  echo "[env] removing stale $HOME/.ansible/collections/ansible_collections/colo/webfarm (it shadows the checkout)" >&2
+  rm -rf "$HOME/.ansible/collections/ansible_collections/colo/webfarm"
+fi

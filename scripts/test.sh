@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The one test command (README): set-up, lint, syntax, unit and integration
+# tests, then every molecule scenario. Exits non-zero on any failure and ends
+# with a summary line "N passed, N failed, N skipped".
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh --quick         everything but the molecule scenarios
+#   scripts/test.sh -s haproxy -s nfs   only these scenarios (after the checks)
+#
+# WEBFARM_MOLECULE_JOBS (default 2) scenarios run side by side; each writes its
+# log to .cache/test-logs/<scenario>.log.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/bootstrap.sh all || { echo "bootstrap failed"; echo "0 passed, 1 failed"; exit 1; }
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+
+QUICK=0
+ONLY=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    -s) shift; ONLY+=("$1") ;;
+    *) echo "usage: $0 [--quick] [-s scenario]..." >&2; exit 2 ;;
+  esac
+  shift
+done
+
+LOGS="$REPO/.cache/test-logs"
+mkdir -p "$LOGS"
+PASSED=0 FAILED=0 SKIPPED=0
+FAILURES=()
+start_all=$(date +%s)
+
+check() { # check NAME COMMAND...: run a check stage, log it, count it
+  local name="$1" log="$LOGS/$1.log" t0 rc
+  shift
+  t0=$(date +%s)
+  "$@" >"$log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    PASSED=$((PASSED + 1)); printf 'PASS  %-28s %4ss\n' "$name" $(( $(date +%s) - t0 ))
+  else
+    FAILED=$((FAILED + 1)); FAILURES+=("$name")
+    printf 'FAIL  %-28s %4ss  (log: %s)\n' "$name" $(( $(date +%s) - t0 )) "$log"
+    tail -n 40 "$log" | sed 's/^/      | /'
+  fi
+}
+
+syntax_check_all() {
+  local pb rc=0
+  for pb in site.yml playbooks/*.yml; do
+    [ -f "$pb" ] || continue
+    ansible-playbook --syntax-check -i inventories/lab/hosts.yml "$pb" || rc=1
+    ansible-playbook --syntax-check -i inventories/production.example/hosts.yml "$pb" || rc=1
+  done
+  return $rc
+}
+
+collection_build() {
+  local tmp; tmp="$(mktemp -d)"
+  ansible-galaxy collection build --force --output-path "$tmp" . &&
+  ansible-galaxy collection install --force -p "$tmp/installed" "$tmp"/colo-webfarm-*.tar.gz &&
+  ANSIBLE_COLLECTIONS_PATH="$tmp/installed" ansible-doc -t filter colo.webfarm.members >/dev/null &&
+  ANSIBLE_COLLECTIONS_PATH="$tmp/installed" ansible -i localhost, -c local localhost -m debug \
+    -a "msg={{ 'web1.example.com' | colo.webfarm.route_id }}" | grep -q web1-example-com &&
+  ANSIBLE_COLLECTIONS_PATH="$tmp/installed" ansible-doc -t role colo.webfarm.common >/dev/null
+  local rc=$?
+  rm -rf "$tmp"
+  return $rc
+}
+
+filter_docs() {
+  local f rc=0
+  for f in plugins/filter/*.yml; do
+    ansible-doc -t filter "colo.webfarm.$(basename "$f" .yml)" >/dev/null || { echo "no doc: $f"; rc=1; }
+  done
+  return $rc
+}
+
+pytest_suite() {
+  local rc
+  pytest -q -p no:cacheprovider tests/unit tests/integration "$@"
+  rc=$?
+  [ $rc -eq 5 ] && return 0 # no tests collected is not a failure of the suite
+  return $rc
+}
+
+check yamllint            yamllint --strict .
+check ansible-lint        ansible-lint --profile production --strict
+check syntax-check        syntax_check_all
+check filter-docs         filter_docs
+check collection-build    collection_build
+check pytest              pytest_suite
+grep -E '^[0-9]+ passed|passed' "$LOGS/pytest.log" | tail -n 1 | sed 's/^/      pytest: /'
+
+# ------------------------------------------------------------------ molecule --
+run_scenario() { # in a subshell: exit code 0 pass, 1 fail, 3 skipped
+  local s="$1" log="$LOGS/molecule-$1.log"
+  if [ -x "molecule/$s/skip-unless" ] && ! "molecule/$s/skip-unless" >"$log" 2>&1; then
+    return 3
+  fi
+  molecule test -s "$s" >>"$log" 2>&1
+}
+
+if [ $QUICK -eq 0 ]; then
+  mapfile -t SCENARIOS < <(
+    if [ ${#ONLY[@]} -gt 0 ]; then printf '%s\n' "${ONLY[@]}"
+    else
+      # longest first (from the last run's timing) so the tail of the run is short
+      for d in molecule/*/molecule.yml; do
+        s="$(basename "$(dirname "$d")")"
+        printf '%s %s\n' "$(cat "$LOGS/molecule-$s.seconds" 2>/dev/null || echo 9999)" "$s"
+      done | sort -rn | cut -d' ' -f2
+    fi)
+  JOBS="${WEBFARM_MOLECULE_JOBS:-2}"
+  declare -A PID_OF=() T0=()
+  finish() { # finish SCENARIO RC
+    local s="$1" rc="$2" secs=$(( $(date +%s) - T0[$1] ))
+    case $rc in
+      0) PASSED=$((PASSED + 1)); echo "$secs" > "$LOGS/molecule-$s.seconds"
+         printf 'PASS  %-28s %4ss\n' "molecule:$s" "$secs" ;;
+      3) SKIPPED=$((SKIPPED + 1)); printf 'SKIP  %-28s       %s\n' "molecule:$s" "$(tail -n 1 "$LOGS/molecule-$s.log")" ;;
+      *) FAILED=$((FAILED + 1)); FAILURES+=("molecule:$s")
+         printf 'FAIL  %-28s %4ss  (log: %s)\n' "molecule:$s" "$secs" "$LOGS/molecule-$s.log"
+         grep -E 'fatal:|FAILED|Error|ERROR|assert' "$LOGS/molecule-$s.log" | tail -n 30 | sed 's/^/      | /' ;;
+    esac
+  }
+  for s in "${SCENARIOS[@]}"; do
+    while [ "${#PID_OF[@]}" -ge "$JOBS" ]; do
+      wait -n -p done_pid; rc=$?
+      for k in "${!PID_OF[@]}"; do
+        if [ "${PID_OF[$k]}" = "$done_pid" ]; then finish "$k" "$rc"; unset "PID_OF[$k]"; fi
+      done
+    done
+    T0[$s]=$(date +%s)
+    run_scenario "$s" &
+    PID_OF[$s]=$!
+  done
+  while [ "${#PID_OF[@]}" -gt 0 ]; do
+    wait -n -p done_pid; rc=$?
+    for k in "${!PID_OF[@]}"; do
+      if [ "${PID_OF[$k]}" = "$done_pid" ]; then finish "$k" "$rc"; unset "PID_OF[$k]"; fi
+    done
+  done
+fi
+
+echo "total time: $(( $(date +%s) - start_all ))s"
+[ ${#FAILURES[@]} -gt 0 ] && echo "failed: ${FAILURES[*]}"
+echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" -eq 0 ]
