@@ -335,3 +335,12 @@ def test_inputs_not_mutated():
     g2, h2 = copy.deepcopy(groups), copy.deepcopy(hv)
     T.firewall_flows(T.topology(groups, hv))
     assert (groups, hv) == (g2, h2)
+
+
+def test_secret_placeholders_names_without_values():
+    from ansible_collections.colo.webfarm.plugins.filter.secret_placeholders import secret_placeholders
+    hv = {"a": {"pw": "CHANGE_ME", "other": "x"}, "b": {"pw": "real-secret"}, "c": {}}
+    found = secret_placeholders(hv, ["a", "b", "c"], ["pw", "other"], ["CHANGE_ME", ""])
+    assert found == ["a: pw"]
+    with pytest.raises(AnsibleFilterError, match="'variables' must be a list"):
+        secret_placeholders(hv, ["a"], "pw", [])

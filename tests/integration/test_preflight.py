@@ -1,0 +1,165 @@
+"""Bad inventories fail in preflight, with a clear message, and touch no host.
+
+Each case writes an inventory (the lab topology with one mistake), runs the
+real preflight play followed by a play that touches every host, and checks
+the exit code, the message and that no host was touched. A valid inventory
+is the control: it passes and touches every host.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+
+import pytest
+import yaml
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+GATE = os.path.join(REPO, "tests", "integration", "preflight_gate.yml")
+
+BASE = {
+    "webfarm": {
+        "vars": {"ansible_connection": "local", "webfarm_admin_networks": ["10.0.9.0/24"],
+                 "webfarm_db_password": "s3cret-from-vault"},
+        "children": {
+            "edge": {"hosts": {"edge1": {"webfarm_address": "10.0.0.2"}}},
+            "balancers": {"hosts": {"lb1": {"webfarm_address": "10.0.0.3"}}},
+            "web": {"children": {
+                "web_linux": {"hosts": {"web1": {"webfarm_address": "10.0.0.11"},
+                                        "web2": {"webfarm_address": "10.0.0.12"},
+                                        "web3": {"webfarm_address": "10.0.0.13"}}},
+                "web_windows": {"hosts": {}}}},
+            "db": {"children": {
+                "db_primary": {"hosts": {"db1": {"webfarm_address": "10.0.0.21"}}},
+                "db_replicas": {"hosts": {"db2": {"webfarm_address": "10.0.0.22"}}}}},
+            "nfs": {"hosts": {"nfs1": {"webfarm_address": "10.0.0.31"}}},
+        },
+    }
+}
+ALL_HOSTS = {"edge1", "lb1", "web1", "web2", "web3", "db1", "db2", "nfs1"}
+
+
+def _host(inv, name):
+    def walk(node):
+        if name in (node.get("hosts") or {}):
+            return node["hosts"][name]
+        for child in (node.get("children") or {}).values():
+            found = walk(child)
+            if found is not None:
+                return found
+        return None
+    return walk(inv["webfarm"])
+
+
+def _group(inv, path):
+    node = inv["webfarm"]
+    for part in path:
+        node = node["children"][part]
+    return node
+
+
+def set_host(name, **values):
+    def mutate(inv):
+        _host(inv, name).update(values)
+    return mutate
+
+
+def del_host_var(name, var):
+    def mutate(inv):
+        del _host(inv, name)[var]
+    return mutate
+
+
+def move_host(name, from_path, to_path):
+    def mutate(inv):
+        hv = _group(inv, from_path)["hosts"].pop(name)
+        _group(inv, to_path).setdefault("hosts", {})[name] = hv
+    return mutate
+
+
+def add_host(path, name, **values):
+    def mutate(inv):
+        _group(inv, path).setdefault("hosts", {})[name] = values
+    return mutate
+
+
+def set_farm(**values):
+    def mutate(inv):
+        inv["webfarm"]["vars"].update(values)
+    return mutate
+
+
+def empty_group(path):
+    def mutate(inv):
+        _group(inv, path)["hosts"] = {}
+    return mutate
+
+
+CASES = {
+    "duplicate-route": (set_host("web2", webfarm_route="web1"),
+                        "'web1' and 'web2' have the same route 'web1'"),
+    "route-with-dot": (set_host("web3", webfarm_route="www.3"),
+                       "host 'web3': variable 'webfarm_route' is 'www.3'"),
+    "weight-zero": (set_host("web1", webfarm_weight=0),
+                    "host 'web1': variable 'webfarm_weight' is 0; expected a whole number from 1 to 100"),
+    "weight-not-number": (set_host("web2", webfarm_weight="heavy"),
+                          "host 'web2': variable 'webfarm_weight' is 'heavy'"),
+    "web-node-without-address": (del_host_var("web3", "webfarm_address"),
+                                 "host 'web3': variable 'webfarm_address' is None"),
+    "same-address-twice": (set_host("db2", webfarm_address="10.0.0.21"),
+                           "hosts 'db1' and 'db2' both have address 10.0.0.21"),
+    "zero-db-primaries": (move_host("db1", ["db", "db_primary"], ["db", "db_replicas"]),
+                          "exactly one host in group 'db_primary' when the farm has database hosts (found 0)"),
+    "two-db-primaries": (add_host(["db", "db_primary"], "db3", webfarm_address="10.0.0.23"),
+                         "exactly one host in group 'db_primary' when the farm has database hosts (found 2)"),
+    "admin-network-not-cidr": (set_farm(webfarm_admin_networks=["10.0.9.0/33"]),
+                               "variable 'webfarm_admin_networks' is '10.0.9.0/33'; expected a list of CIDR networks"),
+    "unknown-balancer": (set_host("lb1", webfarm_balancer="nginx"),
+                         "host 'lb1': variable 'webfarm_balancer' is 'nginx'; expected one of haproxy, apache"),
+    "duplicate-server-id": (lambda inv: (set_host("db1", webfarm_server_id=5)(inv), set_host("db2", webfarm_server_id=5)(inv)),
+                            "hosts 'db1' and 'db2' have the same MySQL server_id 5"),
+    "two-nfs-servers": (add_host(["nfs"], "nfs2", webfarm_address="10.0.0.32"),
+                        "at most one NFS server in group 'nfs'"),
+    "placeholder-secret": (set_farm(webfarm_db_password="CHANGE_ME"),
+                           "secrets still hold a placeholder value (db1: webfarm_db_password"),
+    "no-balancers": (empty_group(["balancers"]),
+                     "inventory group 'balancers' has no hosts"),
+    "extra-flow-bad-port": (set_host("db1", webfarm_extra_flows=[{"name": "exporter", "port": 70000}]),
+                            "host 'db1': variable 'webfarm_extra_flows[0].port' is 70000"),
+    "address-not-ip": (set_host("nfs1", webfarm_address="nfs1.internal"),
+                       "host 'nfs1': variable 'webfarm_address' is 'nfs1.internal'; expected an IP address"),
+}
+
+
+def run_gate(tmp_path, inventory):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(yaml.safe_dump(inventory))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
+               ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(inv), GATE, "-e", "marker_dir=%s" % markers],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    return proc, set(os.listdir(markers))
+
+
+def test_valid_inventory_passes_and_touches_every_host(tmp_path):
+    proc, touched = run_gate(tmp_path, copy.deepcopy(BASE))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert touched == ALL_HOSTS
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_inventory_fails_in_preflight_and_touches_nothing(tmp_path, case):
+    mutate, message = CASES[case]
+    inventory = copy.deepcopy(BASE)
+    mutate(inventory)
+    proc, touched = run_gate(tmp_path, inventory)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert message in out, out[-3000:]
+    assert "s3cret-from-vault" not in out  # secrets never logged
+    assert touched == set(), "preflight let the run reach %s" % sorted(touched)

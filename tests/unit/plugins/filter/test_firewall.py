@@ -1,0 +1,43 @@
+"""Unit tests for the colo.webfarm.nft_rules filter."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.colo.webfarm.plugins.filter import firewall as F
+
+
+def test_sources_split_by_family_and_sorted():
+    rules = F.nft_rules([{"name": "mysql", "proto": "tcp", "port": 3306,
+                          "sources": ["10.0.0.12/32", "2001:db8::1/128", "10.0.0.11/32"]}], "db1")
+    assert rules == [
+        {"comment": "mysql", "match": "ip saddr { 10.0.0.11/32, 10.0.0.12/32 } tcp dport 3306"},
+        {"comment": "mysql", "match": "ip6 saddr { 2001:db8::1/128 } tcp dport 3306"},
+    ]
+
+
+def test_anywhere_needs_no_source_match():
+    assert F.nft_rules([{"name": "https", "proto": "tcp", "port": 443,
+                         "sources": ["0.0.0.0/0", "::/0"]}]) == [{"comment": "https", "match": "tcp dport 443"}]
+    assert F.nft_rules([{"name": "dns", "proto": "udp", "port": 53, "sources": ["0.0.0.0/0"]}]) == [
+        {"comment": "dns", "match": "meta nfproto ipv4 udp dport 53"}]
+
+
+def test_controller_first():
+    rules = F.nft_rules([], "web1", {"address": "192.0.2.9", "port": 2222})
+    assert rules == [{"comment": "ansible controller", "match": "ip saddr 192.0.2.9 tcp dport 2222"}]
+
+
+@pytest.mark.parametrize("flow,needle", [
+    ({"name": "x", "proto": "tcp", "port": 70000, "sources": ["10.0.0.0/8"]}, "flows[0].port"),
+    ({"name": "x", "proto": "tcp", "port": 0, "sources": ["10.0.0.0/8"]}, "flows[0].port"),
+    ({"name": "x", "proto": "sctp", "port": 80, "sources": ["10.0.0.0/8"]}, "flows[0].proto"),
+    ({"name": "x", "proto": "tcp", "port": 80, "sources": ["not-a-net"]}, "flows[0].sources"),
+    ({"name": "x", "proto": "tcp", "port": 80, "sources": "10.0.0.0/8"}, "flows[0].sources"),
+])
+def test_bad_flow_names_host_and_variable(flow, needle):
+    with pytest.raises(AnsibleFilterError) as err:
+        F.nft_rules([flow], "db1")
+    assert "host 'db1'" in str(err.value)
+    assert needle in str(err.value)
