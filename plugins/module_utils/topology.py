@@ -30,6 +30,7 @@ BALANCERS = ("haproxy", "apache")
 COOKIE_MODES = ("haproxy", "apache", "apache_legacy")
 SERVER_ID_MAX = 2 ** 32 - 1
 ANYWHERE = ("0.0.0.0/0", "::/0")
+_ANYWHERE_LIST = list(ANYWHERE)
 
 # Well-known ports of the services the farm runs; each can be overridden by
 # a host variable of the same name (for example ``webfarm_port`` on web nodes).
@@ -156,18 +157,44 @@ def balancer_weight(weight, balancer="haproxy", host=None):
     return weight
 
 
+_CIDR_CACHE = {}
+
+
 def validate_cidr(value, host=None, var="webfarm_admin_networks"):
+    if isinstance(value, str) and value in _CIDR_CACHE:
+        return _CIDR_CACHE[value]
     if not isinstance(value, str):
         raise _err(host, var, value, "a list of CIDR networks such as 192.0.2.0/24")
     try:
-        return str(ipaddress.ip_network(value, strict=False))
+        canonical = str(ipaddress.ip_network(value, strict=False))
     except ValueError:
         raise _err(host, var, value, "a list of CIDR networks such as 192.0.2.0/24")
+    if len(_CIDR_CACHE) < 4096:  # group-level networks repeat on every host
+        _CIDR_CACHE[value] = canonical
+    return canonical
+
+
+_QUAD_RE = re.compile(r"^(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}$")
+
+
+def parse_ip(text):
+    """Return (canonical text, version, integer) for an IP address, or raise ValueError.
+
+    Dotted-quad IPv4 takes a fast path (the farm model parses every address
+    once; ipaddress alone would dominate a 10,000-node topology).
+    """
+    parts = text.split(".")
+    if len(parts) == 4 and _QUAD_RE.match(text):
+        a, b, c, d = int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])
+        if a <= 255 and b <= 255 and c <= 255 and d <= 255:
+            return text, 4, (a << 24) | (b << 16) | (c << 8) | d
+    ip = ipaddress.ip_address(text)
+    return str(ip), ip.version, int(ip)
 
 
 def host_cidr(address):
-    ip = ipaddress.ip_address(address)
-    return "%s/%d" % (ip, ip.max_prefixlen)
+    canonical, version, _ = parse_ip(address)
+    return "%s/%d" % (canonical, 32 if version == 4 else 128)
 
 
 # --------------------------------------------------------------- topology --
@@ -177,8 +204,12 @@ def _group(groups, name):
     return list(hosts)
 
 
+_DIGITS_RE = re.compile(r"(\d+)")
+
+
 def _natural_key(name):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+    """Sort key that puts web2 before web10."""
+    return [int(part) if part.isdigit() else part for part in _DIGITS_RE.split(name)]
 
 
 def _address(host, hv):
@@ -191,7 +222,7 @@ def _address(host, hv):
         raise _err(host, "webfarm_address", address,
                    "the host's private IP address (set webfarm_address or ansible_host)")
     try:
-        return str(ipaddress.ip_address(str(address)))
+        return parse_ip(str(address))
     except ValueError:
         raise _err(host, var, address,
                    "an IP address; the farm's firewall, exports and trusted proxies need "
@@ -214,24 +245,25 @@ def build_topology(groups, hostvars):
     """
     if not hasattr(groups, "get"):
         raise _err(None, "groups", type(groups).__name__, "Ansible's 'groups' mapping")
-    topo = {g: sorted(set(_group(groups, g)), key=_natural_key) for g in GROUPS}
+    members_of = {g: set(_group(groups, g)) for g in GROUPS}
     # 'web' and 'db' are the parents of their children even if the inventory
     # lists the children only.
-    topo["web"] = sorted(set(topo["web"]) | set(topo["web_linux"]) | set(topo["web_windows"]),
-                         key=_natural_key)
-    topo["db"] = sorted(set(topo["db"]) | set(topo["db_primary"]) | set(topo["db_replicas"]),
-                        key=_natural_key)
+    members_of["web"] |= members_of["web_linux"] | members_of["web_windows"]
+    members_of["db"] |= members_of["db_primary"] | members_of["db_replicas"]
     in_farm = set()
     for g in GROUPS:
-        in_farm.update(topo[g])
+        in_farm.update(members_of[g])
+    # One natural sort of the whole farm; each group keeps that order.
+    order = sorted(in_farm, key=_natural_key)
+    topo = {g: [n for n in order if n in members_of[g]] if members_of[g] else [] for g in GROUPS}
 
     hosts = {}
     by_address = {}
-    for name in sorted(in_farm, key=_natural_key):
+    for name in order:
         hv = hostvars.get(name)
         if hv is None:
             raise _err(name, "hostvars", None, "an inventory host")
-        address = _address(name, hv)
+        address, version, as_int = _address(name, hv)
         if address in by_address:
             raise TopologyError(
                 "hosts '%s' and '%s' both have address %s (webfarm_address/ansible_host); "
@@ -244,13 +276,15 @@ def build_topology(groups, hostvars):
         hosts[name] = {
             "name": name,
             "address": address,
+            "cidr": "%s/%d" % (address, 32 if version == 4 else 128),
+            "ip_sort": (version, as_int),
             "admin_networks": [validate_cidr(n, name) for n in admin],
-            "os": "windows" if name in topo["web_windows"] else "linux",
-            "groups": [g for g in GROUPS if name in topo[g]],
+            "os": "windows" if name in members_of["web_windows"] else "linux",
+            "groups": [g for g in GROUPS if name in members_of[g]],
             "extra_flows": hv.get("webfarm_extra_flows", []) or [],
         }
 
-    both = set(topo["web_linux"]) & set(topo["web_windows"])
+    both = members_of["web_linux"] & members_of["web_windows"]
     if both:
         name = sorted(both)[0]
         raise _err(name, "groups", "web_linux and web_windows", "exactly one of the two")
@@ -348,10 +382,9 @@ def members(topology, balancer="haproxy"):
 def route_map(topology):
     """``ADDRESS ROUTE`` lines for a RewriteMap (txt) on the web nodes."""
     _require_topology(topology)
-    rows = [(ipaddress.ip_address(topology["hosts"][n]["address"]), topology["hosts"][n]["route"])
-            for n in topology["groups"]["web"]]
-    rows.sort(key=lambda r: (r[0].version, r[0]))
-    return ["%s %s" % (str(a), r) for a, r in rows]
+    hosts = [topology["hosts"][n] for n in topology["groups"]["web"]]
+    hosts.sort(key=lambda h: h["ip_sort"])
+    return ["%s %s" % (h["address"], h["route"]) for h in hosts]
 
 
 def server_ids(topology):
@@ -367,17 +400,16 @@ def addresses(topology, group):
 
 
 def _cidrs(topology, group_names):
-    seen = []
+    seen = {}
     for g in group_names:
         for n in topology["groups"][g]:
-            c = host_cidr(topology["hosts"][n]["address"])
-            if c not in seen:
-                seen.append(c)
-    return seen
+            seen.setdefault(topology["hosts"][n]["cidr"], None)
+    return list(seen)
 
 
 def _flow(name, port, sources, proto="tcp"):
-    return {"name": name, "proto": proto, "port": port, "sources": list(sources)}
+    # ``sources`` lists are shared between flows, never mutated.
+    return {"name": name, "proto": proto, "port": port, "sources": sources}
 
 
 def _extra_flows(topology, host):
@@ -418,29 +450,31 @@ def firewall_flows(topology):
     primary = _cidrs(topology, ["db_primary"])
     replicas = _cidrs(topology, ["db_replicas"])
     native_tls = topology.get("tls_terminator") == "haproxy" or not g["edge"]
+    web_and_replicas = list(dict.fromkeys(web + replicas))
+    web_and_primary = list(dict.fromkeys(web + primary))
+    g = {k: set(v) for k, v in g.items()}
     flows = {}
-    for name in sorted(hosts, key=_natural_key):
-        h = hosts[name]
+    for name, h in hosts.items():  # build_topology inserts hosts in natural order
         admin = h["admin_networks"]
         mine = []
         if h["os"] == "linux":
             mine.append(_flow("ssh", p["ssh"], admin))
         if name in g["edge"]:
-            mine.append(_flow("http", p["http"], ANYWHERE))
-            mine.append(_flow("https", p["https"], ANYWHERE))
+            mine.append(_flow("http", p["http"], _ANYWHERE_LIST))
+            mine.append(_flow("https", p["https"], _ANYWHERE_LIST))
         if name in g["balancers"]:
             if native_tls:
-                mine.append(_flow("http", p["http"], ANYWHERE))
-                mine.append(_flow("https", p["https"], ANYWHERE))
+                mine.append(_flow("http", p["http"], _ANYWHERE_LIST))
+                mine.append(_flow("https", p["https"], _ANYWHERE_LIST))
             else:
                 mine.append(_flow("http", p["http"], edge))
             mine.append(_flow("balancer-admin", p["balancer_admin"], admin))
         if name in g["web"]:
             mine.append(_flow("http", h["port"], balancers))
         if name in g["db_primary"]:
-            mine.append(_flow("mysql", p["mysql"], web + replicas))
+            mine.append(_flow("mysql", p["mysql"], web_and_replicas))
         if name in g["db_replicas"]:
-            mine.append(_flow("mysql", p["mysql"], web + primary))
+            mine.append(_flow("mysql", p["mysql"], web_and_primary))
         if name in g["nfs"]:
             mine.append(_flow("nfs", p["nfs"], web))
             if topology.get("nfs_v3"):
@@ -465,6 +499,5 @@ def nfs_exports(topology, path, options=None):
         options = ["rw", "sync", "no_subtree_check", "root_squash"]
     if isinstance(options, str) or not isinstance(options, (list, tuple)):
         raise _err(None, "options", options, "a list of export options")
-    clients = sorted((ipaddress.ip_address(a) for a in addresses(topology, "web")),
-                     key=lambda ip: (ip.version, ip))
-    return [{"path": path, "client": str(c), "options": list(options)} for c in clients]
+    clients = sorted((topology["hosts"][n] for n in topology["groups"]["web"]), key=lambda h: h["ip_sort"])
+    return [{"path": path, "client": h["address"], "options": list(options)} for h in clients]
