@@ -27,6 +27,7 @@ ensure_host_packages() {
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v dot >/dev/null 2>&1 || missing+=(graphviz)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing host packages: ${missing[*]}"
     apt_install "${missing[@]}"
