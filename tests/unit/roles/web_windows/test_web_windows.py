@@ -1,0 +1,406 @@
+"""Controller-side tests of the web_windows role (no Windows host needed).
+
+The role's controller-only entry points run through ansible-playbook against
+a generated inventory: ``render`` writes php.ini, web.config, config.php and
+the FastCGI script for every Windows node; ``validate`` must reject bad input
+with a message that names host and variable, without contacting the host
+(the Windows hosts use the winrm connection, which would fail here).
+
+php.ini and config.php are parsed by a real PHP: ``php`` on PATH, or the
+command in WEBFARM_PHP (for example ``docker exec -i php-box php`` with /tmp
+shared); without one those tests are skipped, saying so. The FastCGI script
+is parsed with ``pwsh`` when present (not installable from Debian's
+bookworm archive or PyPI; see roles/web_windows/README.md).
+"""
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
+PLAYBOOK = os.path.join(HERE, "render.yml")
+PHP_VERSION = "8.3.14"
+
+
+PHP_REASON = ("no PHP to parse php.ini/config.php with: install php-cli (Debian: apt-get install -y php8.2-cli) "
+              "or set WEBFARM_PHP to a php command that sees /tmp")
+
+# Windows nodes of the rendered farm: one per session store, the legacy
+# route cookie on two of them, an explicit webfarm_route and port on win2.
+WINDOWS = {
+    "win1.example.com": {"webfarm_address": "10.9.0.35"},
+    "win2": {"webfarm_address": "10.9.0.36", "webfarm_route": "w2-route", "webfarm_port": 8080,
+             "webfarm_session_store": "redis", "webfarm_redis_password": "r3dis&pw'x"},
+    "win3": {"webfarm_address": "10.9.0.37", "webfarm_session_store": "files",
+             "webfarm_legacy_route_cookie": False},
+}
+ROUTES = {"win1.example.com": "win1-example-com", "win2": "w2-route", "win3": "win3"}
+
+
+def _inventory(farm_vars, windows):
+    """A farm with Apache balancers, one Linux web node and Windows nodes."""
+    for hv in windows.values():
+        hv.setdefault("ansible_connection", "winrm")   # fails here: proves nothing connects
+    return {
+        "webfarm": {
+            "vars": dict({
+                "webfarm_admin_networks": ["192.0.2.0/24"],
+                "webfarm_db_password": "s3cr'et\\$x",
+                "webfarm_session_store": "database",
+                "webfarm_legacy_route_cookie": True,
+            }, **farm_vars),
+            "children": {
+                "balancers": {"hosts": {"lb1": {"webfarm_address": "10.9.0.20", "webfarm_balancer": "apache"},
+                                        "lb2": {"webfarm_address": "10.9.0.21", "webfarm_balancer": "apache"}}},
+                "web": {"children": {
+                    "web_linux": {"hosts": {"web1": {"webfarm_address": "10.9.0.31"}}},
+                    "web_windows": {"hosts": windows},
+                }},
+                "db": {"children": {
+                    "db_primary": {"hosts": {"db1": {"webfarm_address": "10.9.0.41"}}},
+                    "db_replicas": {"hosts": {"db2": {"webfarm_address": "10.9.0.42"}}},
+                }},
+                "nfs": {"hosts": {"nfs1": {"webfarm_address": "10.9.0.51"}}},
+                "cache": {"hosts": {"cache1": {"webfarm_address": "10.9.0.61"}}},
+            },
+        }
+    }
+
+
+def _run(tmp, entry, windows, farm_vars=None):
+    """ansible-playbook with the json callback; returns (rc, {host: [results]}, raw)."""
+    zip_path = tmp / ("php-%s-nts-Win32-vs16-x64.zip" % PHP_VERSION)
+    zip_path.write_bytes(b"PK")
+    msi = tmp / "rewrite_amd64_en-US.msi"
+    msi.write_bytes(b"msi")
+    dll = tmp / "php_redis.dll"
+    dll.write_bytes(b"dll")
+    base = {
+        "web_windows_php_zip": str(zip_path),
+        "web_windows_php_version": PHP_VERSION,
+        "web_windows_urlrewrite_msi": str(msi),
+        "web_windows_php_redis_dll": str(dll),
+        "web_windows_render_dir": str(tmp / "render"),
+        "web_windows_test_entry": entry,
+        "web_windows_php_upload_max_filesize": "96M",
+        "web_windows_php_post_max_size": "100M",
+        "web_windows_php_timezone": "Europe/Berlin",
+    }
+    base.update(farm_vars or {})
+    (tmp / "hosts.yml").write_text(yaml.safe_dump(_inventory(base, windows)))
+    env = dict(os.environ,
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
+               ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+               ANSIBLE_FORKS="4",
+               ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "-i", str(tmp / "hosts.yml"), PLAYBOOK],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    try:
+        data = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])[0]
+    except ValueError:
+        raise AssertionError("no JSON from ansible-playbook:\n" + proc.stdout[-3000:] + proc.stderr[-3000:])
+    per_host = {}
+    for play in data["plays"]:
+        for task in play["tasks"]:
+            for host, res in task["hosts"].items():
+                per_host.setdefault(host, []).append(dict(res, task=task["task"]["name"]))
+    return proc.returncode, per_host, proc.stdout + proc.stderr
+
+
+def _php():
+    if os.environ.get("WEBFARM_PHP"):
+        return shlex.split(os.environ["WEBFARM_PHP"])
+    php = shutil.which("php")
+    return [php] if php else None
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Render every Windows node's files once (render includes validate)."""
+    tmp = tmp_path_factory.mktemp("web_windows")
+    rc, per_host, raw = _run(tmp, "render", {h: dict(v) for h, v in WINDOWS.items()})
+    assert rc == 0, raw[-5000:]
+    for host in WINDOWS:
+        assert not any(r.get("unreachable") for r in per_host[host]), raw[-3000:]
+    return tmp / "render"
+
+
+# --------------------------------------------------------------- web.config --
+
+@pytest.mark.parametrize("host", ["win1.example.com", "win2"])
+def test_web_config_is_xml_with_rewrite_and_this_nodes_cookie(rendered, host):
+    route = ROUTES[host]
+    text = (rendered / host / "web.config").read_text()
+    assert "Ansible managed" in text[:200]
+    root = ET.fromstring(text)
+    rules = root.findall("./system.webServer/rewrite/rules/rule")
+    names = [r.get("name") for r in rules]
+    front = rules[names.index("Short URLs to the front controller")]
+    assert front.find("action").get("type") == "Rewrite"
+    assert front.find("action").get("url") == "index.php"
+    conds = {(c.get("input"), c.get("matchType"), c.get("negate")) for c in front.findall("./conditions/add")}
+    assert ("{REQUEST_FILENAME}", "IsFile", "true") in conds
+    assert ("{REQUEST_FILENAME}", "IsDirectory", "true") in conds
+    protect = rules[names.index("Protect files and directories from prying eyes")]
+    assert names.index("Protect files and directories from prying eyes") < names.index("Short URLs to the front controller")
+    pattern = protect.find("match").get("url")
+    assert re.search(pattern, "core/modules/node/node.module")
+    assert re.search(pattern, "composer.json")
+    assert not re.search(pattern, "index.php")
+    assert protect.find("action").get("statusCode") == "403"
+    out_rules = root.findall("./system.webServer/rewrite/outboundRules/rule")
+    assert len(out_rules) == 1
+    assert out_rules[0].find("match").get("serverVariable") == "RESPONSE_Set_Cookie"
+    assert out_rules[0].find("action").get("type") == "Rewrite"
+    assert out_rules[0].find("action").get("value") == "BALANCEID=balancer.%s; path=/" % route
+    # No other node's route in this node's file.
+    assert not any(r in text for h, r in ROUTES.items() if h != host and r not in route)
+    limit = root.find("./system.webServer/security/requestFiltering/requestLimits")
+    assert limit.get("maxAllowedContentLength") == str(100 * 1024 * 1024)
+
+
+def test_route_cookie_parses_back_to_the_balancers_route(rendered):
+    """Apache's rule (route = cookie value after the first '.') gives the route
+    colo.webfarm.route_id computes for the balancers."""
+    import sys
+    sys.path.insert(0, os.path.join(REPO, ".collections"))
+    from ansible_collections.colo.webfarm.plugins.module_utils import topology as t
+    for host, explicit in (("win1.example.com", None), ("win2", "w2-route")):
+        value = ET.fromstring((rendered / host / "web.config").read_text()) \
+            .find("./system.webServer/rewrite/outboundRules/rule/action").get("value")
+        cookie = value.split(";")[0].split("=", 1)[1]
+        assert t.cookie_route(cookie, "apache_legacy") == t.route_id(host, explicit)
+
+
+def test_web_config_without_legacy_cookie_has_no_outbound_rule(rendered):
+    root = ET.fromstring((rendered / "win3" / "web.config").read_text())
+    assert root.find("./system.webServer/rewrite/outboundRules") is None
+    assert root.find("./system.webServer/rewrite/rules/rule") is not None
+    assert "BALANCEID" not in (rendered / "win3" / "web.config").read_text()
+
+
+# ------------------------------------------------------------------ php.ini --
+
+def _php_ini_values(ini, names):
+    php = _php()
+    if not php:
+        pytest.skip(PHP_REASON)
+    # ini_get: the directive exists and is in force; get_cfg_var: what the
+    # file says (the CLI forces some values, such as max_execution_time=0).
+    code = ("$n = array_slice($argv, 1); echo json_encode(array_combine($n, array_map("
+            "fn ($k) => ['ini' => ini_get($k), 'cfg' => get_cfg_var($k)], $n)));")
+    # extension_dir is a Windows path: point PHP at its own so opcache loads
+    # (the Windows-only extensions just warn).
+    ext_dir = subprocess.run(php + ["-n", "-r", "echo ini_get('extension_dir');"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    proc = subprocess.run(php + ["-c", str(ini), "-d", "extension_dir=" + ext_dir, "-r", code, "--"] + names,
+                          capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "syntax error" not in out.lower() and "parse error" not in out.lower(), out
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, v in data.items():
+        assert v["cfg"] is not False, "%s is not set in %s" % (name, ini)
+    return {name: v["ini"] for name, v in data.items()}
+
+
+def test_php_ini_parses_and_sets_the_farm_settings(rendered):
+    ini = rendered / "win2" / "php.ini"
+    values = _php_ini_values(ini, [
+        "upload_max_filesize", "post_max_size", "date.timezone", "memory_limit",
+        "session.save_path", "session.use_strict_mode", "cgi.fix_pathinfo", "cgi.force_redirect",
+        "fastcgi.impersonate", "display_errors", "expose_php", "error_log", "upload_tmp_dir",
+        "opcache.enable", "opcache.memory_consumption", "opcache.max_accelerated_files",
+        "opcache.validate_timestamps", "opcache.revalidate_freq"])
+    assert values["upload_max_filesize"] == "96M"
+    assert values["post_max_size"] == "100M"
+    assert values["date.timezone"] == "Europe/Berlin"
+    assert values["memory_limit"] == "256M"
+    # The CLI forces max_execution_time=0 at startup: read the file's value
+    # with PHP's own ini parser instead.
+    php = _php()
+    sections = json.loads(subprocess.run(
+        php + ["-n", "-r", "echo json_encode(parse_ini_file($argv[1], true));", str(ini)],
+        capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert sections["PHP"]["max_execution_time"] == "60"
+    assert sections["Session"]["session.save_handler"] == "redis"
+    assert sections["opcache"]["opcache.enable"] == "1"
+    assert values["session.save_path"] == "tcp://10.9.0.61:6379?auth=r3dis%26pw%27x"
+    assert values["session.use_strict_mode"] == "1"
+    # cgi.* and fastcgi.* exist only in the CGI SAPI (php-cgi.exe under IIS).
+    assert sections["PHP"]["cgi.fix_pathinfo"] == "1"
+    assert sections["PHP"]["cgi.force_redirect"] == "0"
+    assert sections["PHP"]["fastcgi.impersonate"] == "1"
+    assert values["display_errors"] in ("", "0")
+    assert values["expose_php"] in ("", "0")
+    assert values["error_log"] == "C:\\inetpub\\webfarm\\logs\\php_errors.log"
+    assert values["upload_tmp_dir"] == "C:\\inetpub\\webfarm\\tmp"
+    # opcache.* only exist when opcache loaded from zend_extension = opcache
+    assert values["opcache.enable"] == "1"
+    assert values["opcache.memory_consumption"] == "128"
+    assert values["opcache.max_accelerated_files"] == "10000"
+    assert values["opcache.validate_timestamps"] == "1"
+    assert values["opcache.revalidate_freq"] == "2"
+    raw = ini.read_text()
+    # session.save_handler = redis is only accepted once phpredis is loaded:
+    # check the line itself, and that the redis extension is loaded.
+    assert re.search(r"(?m)^session\.save_handler = redis$", raw)
+    exts = re.findall(r"(?m)^extension = (\S+)$", raw)
+    assert set(exts) >= {"pdo_mysql", "mysqli", "gd", "mbstring", "curl", "openssl", "fileinfo", "intl", "redis"}
+    assert re.search(r"(?m)^zend_extension = opcache$", raw)
+    assert "extension_dir = 'C:\\php\\%s\\ext'" % PHP_VERSION in raw
+
+
+def test_php_ini_database_store_keeps_php_sessions_local(rendered):
+    values = _php_ini_values(rendered / "win1.example.com" / "php.ini", ["session.save_handler", "session.save_path"])
+    assert values["session.save_handler"] == "files"
+    assert values["session.save_path"] == "C:\\inetpub\\webfarm\\sessions"
+    assert "extension = redis" not in (rendered / "win1.example.com" / "php.ini").read_text()
+
+
+def test_php_ini_files_store_uses_the_nfs_share(rendered):
+    values = _php_ini_values(rendered / "win3" / "php.ini", ["session.save_handler", "session.save_path"])
+    assert values["session.save_handler"] == "files"
+    assert values["session.save_path"] == "\\\\10.9.0.51\\srv\\webfarm\\export\\sessions"
+
+
+# --------------------------------------------------------------- config.php --
+
+def _config(rendered, host):
+    php = _php()
+    if not php:
+        pytest.skip(PHP_REASON)
+    proc = subprocess.run(php + ["-n", "-r", "echo json_encode(require $argv[1]);", str(rendered / host / "config.php")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_app_config_is_php_in_the_apps_format(rendered):
+    c = _config(rendered, "win2")
+    assert c["node"] == "win2" and c["route"] == "w2-route"
+    assert c["health_path"] == "/health"
+    assert c["files_path"] == "\\\\10.9.0.51\\srv\\webfarm\\export"
+    assert c["db"]["host"] == "10.9.0.41" and c["db"]["port"] == 3306
+    assert c["db"]["password"] == "s3cr'et\\$x"      # quote, backslash and $ survive
+    assert c["db"]["replicas"] == [{"host": "10.9.0.42", "port": 3306}]
+    assert c["session"] == {"store": "redis", "name": "WEBFARMSESSID", "lifetime": 1440,
+                            "save_path": "tcp://10.9.0.61:6379?auth=r3dis%26pw%27x"}
+    c1 = _config(rendered, "win1.example.com")
+    assert c1["route"] == "win1-example-com" and c1["session"]["store"] == "database"
+    c3 = _config(rendered, "win3")
+    assert c3["session"]["save_path"] == "\\\\10.9.0.51\\srv\\webfarm\\export\\sessions"
+
+
+def test_app_config_has_every_key_the_app_reads(rendered):
+    src = os.path.join(REPO, "roles", "webfarm_app", "files", "app", "src", "App.php")
+    if not os.path.exists(src):
+        pytest.skip("roles/webfarm_app/files/app/src/App.php is not there yet")
+    app = open(src).read()
+    cfg = (rendered / "win2" / "config.php").read_text()
+    keys = set(re.findall(r"\$this->cfg\['(\w+)'\]", app)) | set(re.findall(r"\$s\['(\w+)'\]", app))
+    assert keys
+    for key in keys:
+        assert "'%s' =>" % key in cfg, key
+
+
+# ------------------------------------------------------- FastCGI PowerShell --
+
+def test_fastcgi_script_parses_with_pwsh(rendered):
+    pwsh = shutil.which("pwsh")
+    if not pwsh:
+        pytest.skip("pwsh (PowerShell 7) is not installed: not packaged in Debian bookworm nor on PyPI/npm "
+                    "without a download from outside the registries")
+    script = rendered / "win2" / "Set-WebfarmFastCgi.ps1"
+    code = ("$e=$null; [System.Management.Automation.Language.Parser]::ParseFile('%s',[ref]$null,[ref]$e)"
+            " | Out-Null; if ($e.Count) { $e | %% { $_.ToString() }; exit 1 }" % script)
+    proc = subprocess.run([pwsh, "-NoProfile", "-NonInteractive", "-Command", code],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_fastcgi_script_structure(rendered):
+    """Without pwsh: delimiters balance outside strings and comments, and the
+    script keeps its contract with win_powershell (changed only on change,
+    nothing written in check mode)."""
+    text = (rendered / "win2" / "Set-WebfarmFastCgi.ps1").read_text()
+    stripped = re.sub(r"<#.*?#>", "", text, flags=re.S)
+    stripped = re.sub(r"(?m)#.*$", "", stripped)
+    stripped = re.sub(r"'[^']*'", "''", stripped)
+    stripped = re.sub(r'"(?:`.|[^"`])*"', '""', stripped)
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack = []
+    for n, ch in enumerate(stripped):
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in pairs:
+            assert stack and stack[-1] == pairs[ch], "unbalanced %r near %r" % (ch, stripped[max(0, n - 60):n])
+            stack.pop()
+    assert not stack, "unclosed %s" % "".join(stack)
+    assert "[CmdletBinding(SupportsShouldProcess = $true)]" in text
+    assert "$Ansible.Changed = $changes.Count -gt 0" in text
+    assert re.search(r"if \(\$changes\.Count -gt 0 -and \$PSCmdlet\.ShouldProcess\(", text)
+    assert text.count("$manager.CommitChanges()") == 1
+
+
+# -------------------------------------------------------------- bad input --
+
+# One Windows host per bad input; one validate run checks them all (each host
+# fails at its own check, the others carry on).
+BAD = {
+    "nozip": ({"web_windows_php_zip": ""}, ["web_windows_php_zip", "''"]),
+    "tszip": ({"web_windows_php_zip": "https://example.invalid/php-8.3.14-Win32-vs16-x64.zip"},
+              ["web_windows_php_zip", "Non-Thread-Safe"]),
+    "badver": ({"web_windows_php_version": "8.2.1"}, ["web_windows_php_version", "'8.2.1'"]),
+    "nomsi": ({"web_windows_urlrewrite_msi": "/nonexistent/rewrite.msi"},
+              ["web_windows_urlrewrite_msi", "/nonexistent/rewrite.msi"]),
+    "badroute": ({"webfarm_route": "r-7", "web_windows_route": "badroute"},
+                 ["web_windows_route", "'badroute'", "'r-7'"]),
+    "nfsv4": ({"web_windows_nfs_version": 4}, ["web_windows_nfs_version", "'4'", "v2/v3 only"]),
+    "memcache": ({"webfarm_session_store": "memcache"},
+                 ["web_windows_session_store", "'memcache'", "database, redis, files"]),
+    "noredisdll": ({"webfarm_session_store": "redis", "webfarm_redis_password": "x", "web_windows_php_redis_dll": ""},
+                   ["web_windows_php_redis_dll"]),
+    "smbpath": ({"web_windows_files_backend": "smb", "web_windows_smb_path": "/mnt/x"},
+                ["web_windows_smb_path", "'/mnt/x'"]),
+    "nodbpw": ({"webfarm_db_password": ""}, ["web_windows_db_password", "is empty"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web_windows_bad")
+    windows = {"good": {"webfarm_address": "10.9.0.70"}}
+    for n, (name, (hv, _)) in enumerate(sorted(BAD.items())):
+        windows[name] = dict(hv, webfarm_address="10.9.0.%d" % (80 + n))
+    return _run(tmp, "validate", windows)
+
+
+@pytest.mark.parametrize("host", sorted(BAD))
+def test_validate_rejects_bad_input_naming_host_and_variable(bad_run, host):
+    rc, per_host, raw = bad_run
+    assert rc != 0
+    failed = [r for r in per_host[host] if r.get("failed")]
+    assert len(failed) == 1, "%s was accepted:\n%s" % (host, json.dumps(per_host[host], indent=1)[-3000:])
+    msg = failed[0].get("msg", "")
+    assert "host '%s'" % host in msg, failed[0]
+    for needle in BAD[host][1]:
+        assert needle in msg, "%r not in %r" % (needle, msg)
+    assert not any(r.get("unreachable") for r in per_host[host])
+
+
+def test_validate_accepts_the_good_host_and_contacts_no_windows_host(bad_run):
+    rc, per_host, raw = bad_run
+    assert not any(r.get("failed") or r.get("unreachable") for r in per_host["good"]), raw[-3000:]
+    # everything ran on the controller
+    for host, results in per_host.items():
+        for r in results:
+            assert not r.get("unreachable"), (host, r)
