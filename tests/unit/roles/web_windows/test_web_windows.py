@@ -381,6 +381,7 @@ def bad_run(tmp_path_factory):
     windows = {"good": {"webfarm_address": "10.9.0.70"}}
     for n, (name, (hv, _)) in enumerate(sorted(BAD.items())):
         windows[name] = dict(hv, webfarm_address="10.9.0.%d" % (80 + n))
+    windows["badtype"] = {"webfarm_address": "10.9.0.79", "web_windows_stop_default_site": "maybe"}
     return _run(tmp, "validate", windows)
 
 
@@ -404,3 +405,12 @@ def test_validate_accepts_the_good_host_and_contacts_no_windows_host(bad_run):
     for host, results in per_host.items():
         for r in results:
             assert not r.get("unreachable"), (host, r)
+
+
+def test_argument_spec_of_the_entry_point_is_applied(bad_run):
+    rc, per_host, raw = bad_run
+    failed = [r for r in per_host["badtype"] if r.get("failed")]
+    assert len(failed) == 1, per_host["badtype"]
+    assert "web_windows_stop_default_site" in failed[0]["msg"] and "bool" in failed[0]["msg"], failed[0]["msg"]
+    # it stopped before the role's own checks ran
+    assert not any(r["task"].endswith("Compute the farm topology") for r in per_host["badtype"])
