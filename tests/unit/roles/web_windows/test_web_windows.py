@@ -233,7 +233,7 @@ def test_php_ini_parses_and_sets_the_farm_settings(rendered):
     assert sections["PHP"]["max_execution_time"] == "60"
     assert sections["Session"]["session.save_handler"] == "redis"
     assert sections["opcache"]["opcache.enable"] == "1"
-    assert values["session.save_path"] == "tcp://10.9.0.61:6379?auth=r3dis%26pw%27x"
+    assert values["session.save_path"] == "tcp://10.9.0.61:6379?auth=r3dis%26pw%27x&timeout=2"
     assert values["session.use_strict_mode"] == "1"
     # cgi.* and fastcgi.* exist only in the CGI SAPI (php-cgi.exe under IIS).
     assert sections["PHP"]["cgi.fix_pathinfo"] == "1"
@@ -285,6 +285,12 @@ def _config(rendered, host):
 
 
 def test_app_config_is_php_in_the_apps_format(rendered):
+    text = (rendered / "win2" / "config.php").read_text()
+    linux = os.path.join(REPO, "roles", "webfarm_app", "templates", "var", "www", "webfarm", "config", "config.php.j2")
+    if os.path.exists(linux):
+        # the same wrapper as the Linux role's config.php (JSON in a nowdoc)
+        assert "return json_decode(<<<'JSON'" in open(linux).read()
+        assert "return json_decode(<<<'JSON'" in text
     c = _config(rendered, "win2")
     assert c["node"] == "win2" and c["route"] == "w2-route"
     assert c["health_path"] == "/health"
@@ -292,8 +298,8 @@ def test_app_config_is_php_in_the_apps_format(rendered):
     assert c["db"]["host"] == "10.9.0.41" and c["db"]["port"] == 3306
     assert c["db"]["password"] == "s3cr'et\\$x"      # quote, backslash and $ survive
     assert c["db"]["replicas"] == [{"host": "10.9.0.42", "port": 3306}]
-    assert c["session"] == {"store": "redis", "name": "WEBFARMSESSID", "lifetime": 1440,
-                            "save_path": "tcp://10.9.0.61:6379?auth=r3dis%26pw%27x"}
+    assert c["session"] == {"store": "redis", "name": "PHPSESSID", "lifetime": 1440,
+                            "save_path": "tcp://10.9.0.61:6379?auth=r3dis%26pw%27x&timeout=2"}
     c1 = _config(rendered, "win1.example.com")
     assert c1["route"] == "win1-example-com" and c1["session"]["store"] == "database"
     c3 = _config(rendered, "win3")
@@ -305,11 +311,14 @@ def test_app_config_has_every_key_the_app_reads(rendered):
     if not os.path.exists(src):
         pytest.skip("roles/webfarm_app/files/app/src/App.php is not there yet")
     app = open(src).read()
-    cfg = (rendered / "win2" / "config.php").read_text()
-    keys = set(re.findall(r"\$this->cfg\['(\w+)'\]", app)) | set(re.findall(r"\$s\['(\w+)'\]", app))
+    c = _config(rendered, "win2")
+    keys = set(re.findall(r"\$this->cfg\['(\w+)'\]", app))
     assert keys
-    for key in keys:
-        assert "'%s' =>" % key in cfg, key
+    assert keys <= set(c), keys - set(c)
+    for key in set(re.findall(r"\$s\['(\w+)'\]", app)):
+        assert key in c["session"], key
+    for key in set(re.findall(r"\$db\['(\w+)'\]", app)) - {"replicas"}:
+        assert key in c["db"], key
 
 
 # ------------------------------------------------------- FastCGI PowerShell --
