@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# After site.yml: print the farm's https URL and check, in one line, that a
+# request from this machine went through the whole chain (TLS edge ->
+# balancer -> web node -> app) and that the app saw this machine's address.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/env.sh
+. "$REPO/scripts/env.sh"
+INVENTORY="${1:-$REPO/inventories/lab/hosts.yml}"
+
+entry="$(ansible-inventory -i "$INVENTORY" --list | python3 -c '
+import json, sys
+inv = json.load(sys.stdin)
+hv = inv["_meta"]["hostvars"]
+def hosts(g):
+    node = inv.get(g, {})
+    out = list(node.get("hosts", []))
+    for c in node.get("children", []):
+        out += hosts(c)
+    return sorted(set(out))
+front = hosts("edge") or hosts("balancers")
+h = hv[front[0]]
+print(h.get("webfarm_address") or h.get("ansible_host"))')"
+url="https://$entry/"
+mine="$(ip -o route get "$entry" | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
+echo "[lab] the farm answers at $url (self-signed lab CA: curl -k, or trust the lab CA)"
+for i in $(seq 1 10); do
+  body="$(curl -sk --max-time 5 "${url}whoami" || true)"
+  [ -n "$body" ] && break
+  sleep 1
+done
+python3 - "$body" "$mine" "$url" <<'PY'
+import json, sys
+body, mine, url = sys.argv[1:]
+try:
+    who = json.loads(body)
+except ValueError:
+    sys.exit("[lab] CHAIN BROKEN: %swhoami answered %r" % (url, body[:200]))
+ok = who.get("scheme") == "https" and who.get("client") == mine
+print("[lab] chain %s: %swhoami answered by %s (route %s), scheme %s, client seen as %s (this machine: %s)"
+      % ("OK" if ok else "BROKEN", url, who.get("node"), who.get("route"), who.get("scheme"), who.get("client"), mine))
+sys.exit(0 if ok else 1)
+PY
