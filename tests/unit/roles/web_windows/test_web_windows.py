@@ -423,3 +423,39 @@ def test_argument_spec_of_the_entry_point_is_applied(bad_run):
     assert "web_windows_stop_default_site" in failed[0]["msg"] and "bool" in failed[0]["msg"], failed[0]["msg"]
     # it stopped before the role's own checks ran
     assert not any(r["task"].endswith("Compute the farm topology") for r in per_host["badtype"])
+
+
+# ------------------------------------- the role's php.ini check on the host --
+
+def _role_check(php, ini):
+    """Run the role's php.ini candidate check (same options, same failure
+    rule as tasks/php.yml) with this PHP; True when the role would accept it."""
+    role_vars = yaml.safe_load(open(os.path.join(REPO, "roles", "web_windows", "vars", "main.yml")))
+    ext_dir = subprocess.run(php + ["-n", "-r", "echo ini_get('extension_dir');"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    proc = subprocess.run(php + ["-c", str(ini), "-d", "extension_dir=" + ext_dir]
+                          + role_vars["__web_windows_php_check_args"] + ["-r", "echo 'php.ini ok ', PHP_VERSION;"],
+                          capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    return (proc.returncode == 0 and "php.ini ok" in proc.stdout
+            and not re.search(role_vars["__web_windows_php_check_fail_re"], out)), out
+
+
+def test_php_ini_check_accepts_good_and_rejects_broken_candidates(rendered, tmp_path):
+    php = _php()
+    if not php:
+        pytest.skip(PHP_REASON)
+    text = (rendered / "win1.example.com" / "php.ini").read_text()
+    # The Windows-only DLLs do not exist on Linux: drop those lines, keep opcache.
+    good = re.sub(r"(?m)^extension = .*$", "", text)
+    logdir = tmp_path / "logs"
+    good = good.replace("C:\\inetpub\\webfarm\\logs\\php_errors.log", str(logdir / "php_errors.log"))
+    (tmp_path / "good.ini").write_text(good)
+    ok, out = _role_check(php, tmp_path / "good.ini")
+    assert ok, out
+    (tmp_path / "noext.ini").write_text(good + "\nextension = no_such_extension\n")
+    ok, out = _role_check(php, tmp_path / "noext.ini")
+    assert not ok and "no_such_extension" in out
+    (tmp_path / "syntax.ini").write_text(good + "\nmemory_limit = (\n")
+    ok, out = _role_check(php, tmp_path / "syntax.ini")
+    assert not ok and "syntax error" in out
