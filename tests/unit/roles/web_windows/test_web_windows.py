@@ -336,11 +336,8 @@ def test_fastcgi_script_parses_with_pwsh(rendered):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_fastcgi_script_structure(rendered):
-    """Without pwsh: delimiters balance outside strings and comments, and the
-    script keeps its contract with win_powershell (changed only on change,
-    nothing written in check mode)."""
-    text = (rendered / "win2" / "Set-WebfarmFastCgi.ps1").read_text()
+def _assert_balanced(text, where):
+    """Delimiters balance outside PowerShell strings and comments."""
     stripped = re.sub(r"<#.*?#>", "", text, flags=re.S)
     stripped = re.sub(r"(?m)#.*$", "", stripped)
     stripped = re.sub(r"'[^']*'", "''", stripped)
@@ -351,13 +348,53 @@ def test_fastcgi_script_structure(rendered):
         if ch in "([{":
             stack.append(ch)
         elif ch in pairs:
-            assert stack and stack[-1] == pairs[ch], "unbalanced %r near %r" % (ch, stripped[max(0, n - 60):n])
+            assert stack and stack[-1] == pairs[ch], "%s: unbalanced %r near %r" % (where, ch, stripped[max(0, n - 60):n])
             stack.pop()
-    assert not stack, "unclosed %s" % "".join(stack)
+    assert not stack, "%s: unclosed %s" % (where, "".join(stack))
+
+
+def test_fastcgi_script_structure(rendered):
+    """Without pwsh: delimiters balance, and the script keeps its contract
+    with win_powershell (changed only on change, nothing written in check mode)."""
+    text = (rendered / "win2" / "Set-WebfarmFastCgi.ps1").read_text()
+    _assert_balanced(text, "Set-WebfarmFastCgi.ps1")
     assert "[CmdletBinding(SupportsShouldProcess = $true)]" in text
     assert "$Ansible.Changed = $changes.Count -gt 0" in text
     assert re.search(r"if \(\$changes\.Count -gt 0 -and \$PSCmdlet\.ShouldProcess\(", text)
     assert text.count("$manager.CommitChanges()") == 1
+
+
+def _inline_scripts():
+    """Every win_powershell script: in the role and the molecule scenario."""
+    found = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            mod = node.get("ansible.windows.win_powershell")
+            if isinstance(mod, dict) and "script" in mod:
+                found.append(("%s: %s" % (path, node.get("name")), mod["script"]))
+            for v in node.values():
+                walk(v, path)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, path)
+
+    for base in ("roles/web_windows/tasks", "roles/web_windows/handlers", "molecule/web_windows"):
+        for name in sorted(os.listdir(os.path.join(REPO, base))):
+            if name.endswith(".yml"):
+                walk(yaml.safe_load(open(os.path.join(REPO, base, name))), os.path.join(base, name))
+    return found
+
+
+def test_inline_powershell_scripts_are_balanced_and_report_changes():
+    scripts = _inline_scripts()
+    assert len(scripts) >= 6
+    for where, script in scripts:
+        _assert_balanced(script, where)
+        # win_powershell reports changed unless the script says otherwise
+        assert "$Ansible.Changed" in script or "Recycle()" in script, where
+        if "ShouldProcess" in script:
+            assert "SupportsShouldProcess" in script, where
 
 
 # -------------------------------------------------------------- bad input --
