@@ -39,7 +39,10 @@ WINDOWS = {
     "win2": {"webfarm_address": "10.9.0.36", "webfarm_route": "w2-route", "webfarm_port": 8080,
              "webfarm_session_store": "redis", "webfarm_redis_password": "r3dis&pw'x"},
     "win3": {"webfarm_address": "10.9.0.37", "webfarm_session_store": "files",
-             "webfarm_legacy_route_cookie": False},
+             "webfarm_legacy_route_cookie": False,
+             "webfarm_extra_flows": [{"name": "mgmt", "proto": "tcp", "port": 5986,
+                                      "sources": ["192.0.2.0/24", "172.16.0.0/12", "198.51.100.7/32"]},
+                                     {"name": "any", "proto": "udp", "port": 9, "sources": ["0.0.0.0/0"]}]},
 }
 ROUTES = {"win1.example.com": "win1-example-com", "win2": "w2-route", "win3": "win3"}
 
@@ -185,6 +188,22 @@ def test_web_config_without_legacy_cookie_has_no_outbound_rule(rendered):
     assert root.find("./system.webServer/rewrite/outboundRules") is None
     assert root.find("./system.webServer/rewrite/rules/rule") is not None
     assert "BALANCEID" not in (rendered / "win3" / "web.config").read_text()
+
+
+# ----------------------------------------------------------- firewall rules --
+
+def test_firewall_rules_follow_the_flows_in_windows_address_format(rendered):
+    win2 = json.loads((rendered / "win2" / "firewall.json").read_text())
+    # HTTP on this node's port from the two balancers, nothing else
+    assert win2 == [{"name": "colo.webfarm http tcp/8080", "proto": "tcp", "port": "8080",
+                     "remoteip": "10.9.0.20,10.9.0.21"}]
+    win3 = {r["name"]: r for r in json.loads((rendered / "win3" / "firewall.json").read_text())}
+    assert win3["colo.webfarm http tcp/80"]["remoteip"] == "10.9.0.20,10.9.0.21"
+    assert win3["colo.webfarm mgmt tcp/5986"]["remoteip"] == \
+        "192.0.2.0/255.255.255.0,172.16.0.0/255.240.0.0,198.51.100.7"
+    assert win3["colo.webfarm any udp/9"]["remoteip"] == "any"
+    # no SSH rule on Windows nodes (firewall_flows gives ssh to Linux hosts only)
+    assert not any("ssh" in n for n in win3)
 
 
 # ------------------------------------------------------------------ php.ini --
