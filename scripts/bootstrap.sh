@@ -27,7 +27,8 @@ ensure_host_packages() {
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-  command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+  command -v dot >/dev/null 2>&1 || missing+=(graphviz)          # topology picture
+  command -v php >/dev/null 2>&1 || missing+=(php8.2-cli)        # php -l, php.ini and settings.php tests
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing host packages: ${missing[*]}"
     apt_install "${missing[@]}"
@@ -35,6 +36,7 @@ ensure_host_packages() {
 }
 
 ensure_venv() {
+  ensure_host_packages
   local stamp="$VENV/.requirements.sha256" want
   want="$(sha256sum "$REPO/requirements.txt" | cut -d' ' -f1)"
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
