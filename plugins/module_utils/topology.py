@@ -501,3 +501,150 @@ def nfs_exports(topology, path, options=None):
         raise _err(None, "options", options, "a list of export options")
     clients = sorted((topology["hosts"][n] for n in topology["groups"]["web"]), key=lambda h: h["ip_sort"])
     return [{"path": path, "client": h["address"], "options": list(options)} for h in clients]
+
+
+# ------------------------------------------------------------------ vrrp --
+
+VRRP_GROUPS = ("edge", "balancers")
+VRRP_PEERS_MAX = 20
+VRRP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def vrrp_priority(index, count):
+    """Priority of the peer at position ``index`` (0-based) of ``count`` peers.
+
+    200 for the first peer, 10 less for each next one (200, 190, ... 10):
+    distinct, inside VRRP's 1..254, and high enough that a backup's skew time
+    ((256 - priority) / 256 s) stays small. The order is the topology's
+    (natural sort of the inventory names), so it never depends on the order
+    of the inventory file or on which hosts a play targets.
+    """
+    count = _int_in(None, "vrrp peer count", count, 2, VRRP_PEERS_MAX)
+    index = _int_in(None, "vrrp peer index", index, 0, count - 1)
+    return 200 - 10 * index
+
+
+def vrrp_group(topology):
+    """The group whose hosts share the virtual addresses.
+
+    ``edge`` (stunnel terminates TLS there), or ``balancers`` when TLS
+    terminates on HAProxy or the farm has no edge hosts.
+    """
+    _require_topology(topology)
+    if topology.get("tls_terminator") == "haproxy" or not topology["groups"]["edge"]:
+        return "balancers"
+    return "edge"
+
+
+def _vrrp_vips(vips, router_id_base):
+    if isinstance(vips, str) or isinstance(vips, dict):
+        vips = [vips]
+    if not isinstance(vips, (list, tuple)) or not vips:
+        raise _err(None, "webfarm_vip", vips,
+                   "an address with its prefix such as 192.0.2.10/24, or a non-empty list of "
+                   "such addresses or of mappings with name, address and virtual_router_id")
+    out = []
+    names, vrids, addrs = {}, {}, {}
+    for i, vip in enumerate(vips):
+        var = "webfarm_vip[%d]" % i
+        if isinstance(vip, str):
+            vip = {"address": vip}
+        if not isinstance(vip, dict):
+            raise _err(None, var, vip, "an address such as 192.0.2.10/24 or a mapping with name, "
+                       "address and virtual_router_id")
+        name = vip.get("name", "web" if i == 0 else "vip%d" % i)
+        if not isinstance(name, str) or not VRRP_NAME_RE.match(name):
+            raise _err(None, var + ".name", name, "1 to 32 characters from [A-Za-z0-9_-]")
+        if name in names:
+            raise _err(None, var + ".name", name, "a name no other virtual address has "
+                       "(webfarm_vip[%d] has it)" % names[name])
+        names[name] = i
+        address = vip.get("address")
+        try:
+            if not isinstance(address, str) or "/" not in address:
+                raise ValueError(address)
+            iface = ipaddress.ip_interface(address)
+        except ValueError:
+            raise _err(None, var + ".address", address,
+                       "an IPv4 address with its prefix length, such as 192.0.2.10/24")
+        if iface.version != 4 or iface.network.prefixlen > 30 or iface.ip in (
+                iface.network.network_address, iface.network.broadcast_address):
+            raise _err(None, var + ".address", address,
+                       "an IPv4 host address with a prefix of /30 or shorter (VRRPv2 is IPv4 only; "
+                       "not the network or broadcast address)")
+        if str(iface.ip) in addrs:
+            raise _err(None, var + ".address", address, "an address no other virtual address has "
+                       "(webfarm_vip[%d] has it)" % addrs[str(iface.ip)])
+        addrs[str(iface.ip)] = i
+        vrid = vip.get("virtual_router_id", router_id_base + i)
+        vrid = _int_in(None, var + ".virtual_router_id", vrid, 1, 255)
+        if vrid in vrids:
+            raise _err(None, var + ".virtual_router_id", vrid,
+                       "a virtual_router_id (1..255) no other VRRP group on the network uses "
+                       "(webfarm_vip[%d] uses %d)" % (vrids[vrid], vrid))
+        vrids[vrid] = i
+        out.append({"name": name, "address": str(iface.ip), "prefix": iface.network.prefixlen,
+                    "cidr": str(iface.with_prefixlen), "network": str(iface.network),
+                    "virtual_router_id": vrid})
+    return out
+
+
+def vrrp_plan(topology, vips, group="", router_id_base=51):
+    """Who shares which virtual address, with which priority and peers.
+
+    ``vips`` is ``webfarm_vip``: one IPv4 address with its prefix
+    (``192.0.2.10/24``, an instance named ``web``), or a list of such
+    addresses or of mappings ``{name, address, virtual_router_id}``
+    (virtual_router_id defaults to ``router_id_base`` + position).
+    ``group`` is ``edge`` or ``balancers``; empty picks :func:`vrrp_group`.
+
+    Returns ``{group, instances, peers, hosts}``: ``instances`` the
+    normalised virtual addresses; ``peers`` the group's hosts in topology
+    order with ``name``, ``address`` and ``priority``; ``hosts`` maps each
+    peer to its ``priority``, ``address`` (unicast source), ``unicast_peers``
+    (the other peers' addresses) and ``flows`` (the inbound VRRP flow from
+    the other peers, IP protocol 112, for the firewall).
+    Raises on a peer list of fewer than two hosts, a virtual address outside
+    a peer's subnet or equal to a farm host's address, and duplicate names,
+    addresses or virtual_router_ids.
+    """
+    _require_topology(topology)
+    if group in (None, ""):
+        group = vrrp_group(topology)
+    if group not in VRRP_GROUPS:
+        raise _err(None, "keepalived_group", group, "one of %s (or empty: automatic)" % ", ".join(VRRP_GROUPS))
+    base = _int_in(None, "keepalived_router_id_base", router_id_base, 1, 255)
+    names = topology["groups"][group]
+    if len(names) < 2:
+        raise _err(None, "groups.%s (the VRRP peers)" % group, list(names),
+                   "at least two hosts sharing the virtual address; with one there is nothing to fail "
+                   "over to (add a peer, or set keepalived_group)")
+    if len(names) > VRRP_PEERS_MAX:
+        raise _err(None, "groups.%s (the VRRP peers)" % group, "%d hosts" % len(names),
+                   "at most %d peers" % VRRP_PEERS_MAX)
+    instances = _vrrp_vips(vips, base)
+    hosts = topology["hosts"]
+    farm_addresses = {h["address"]: n for n, h in hosts.items()}
+    for i, inst in enumerate(instances):
+        if inst["address"] in farm_addresses:
+            raise _err(None, "webfarm_vip[%d].address" % i, inst["cidr"],
+                       "an address no farm host has (host '%s' has it as webfarm_address)"
+                       % farm_addresses[inst["address"]])
+        net = ipaddress.ip_network(inst["network"])
+        for n in names:
+            if ipaddress.ip_address(hosts[n]["address"]) not in net:
+                raise _err(n, "webfarm_vip[%d].address" % i, inst["cidr"],
+                           "an address in the subnet of every VRRP peer; peer '%s' has %s, outside %s"
+                           % (n, hosts[n]["address"], inst["network"]))
+    peers = [{"name": n, "address": hosts[n]["address"], "priority": vrrp_priority(i, len(names))}
+             for i, n in enumerate(names)]
+    plan_hosts = {}
+    for p in peers:
+        others = [q for q in peers if q["name"] != p["name"]]
+        plan_hosts[p["name"]] = {
+            "priority": p["priority"],
+            "address": p["address"],
+            "unicast_peers": [q["address"] for q in others],
+            "flows": [_flow("vrrp", None, [hosts[q["name"]]["cidr"] for q in others], "vrrp")],
+        }
+    return {"group": group, "instances": instances, "peers": peers, "hosts": plan_hosts}

@@ -1,0 +1,23 @@
+# -*- coding: utf-8 -*-
+# Copyright: colo.webfarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filter for the keepalived tier: who shares which virtual address."""
+
+from __future__ import annotations
+
+from ansible_collections.colo.webfarm.plugins.filter.topology import _ansible_errors
+from ansible_collections.colo.webfarm.plugins.module_utils import topology as _t
+
+
+@_ansible_errors
+def vrrp_plan(topology_, vips, group="", router_id_base=51):
+    return _t.vrrp_plan(topology_, vips, group, router_id_base)
+
+
+class FilterModule(object):
+    """colo.webfarm VRRP filters."""
+
+    def filters(self):
+        return {
+            "vrrp_plan": vrrp_plan,
+        }

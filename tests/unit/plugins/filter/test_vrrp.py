@@ -1,0 +1,121 @@
+"""Unit tests for the VRRP derivation (colo.webfarm.vrrp_plan)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.colo.webfarm.plugins.filter import topology as T
+from ansible_collections.colo.webfarm.plugins.filter import vrrp as V
+from ansible_collections.colo.webfarm.plugins.module_utils import topology as core
+
+
+def farm(edge=("edge2", "edge1"), balancers=("lb1", "lb2"), terminator="stunnel"):
+    groups = {"edge": list(edge), "balancers": list(balancers), "web": ["web1", "web2"]}
+    addresses = {"edge1": "10.0.0.2", "edge2": "10.0.0.4", "edge10": "10.0.0.5", "lb1": "10.0.0.3",
+                 "lb2": "10.0.0.6", "lb3": "10.0.1.7", "web1": "10.0.0.11", "web2": "10.0.0.12"}
+    hostvars = {h: {"webfarm_address": a, "webfarm_tls_terminator": terminator} for h, a in addresses.items()}
+    return T.topology(groups, hostvars)
+
+
+def test_priority_function():
+    assert [core.vrrp_priority(i, 3) for i in range(3)] == [200, 190, 180]
+    assert core.vrrp_priority(19, 20) == 10
+    for bad in [(2, 2), (-1, 2), (0, 1), (0, 21), (True, 2)]:
+        with pytest.raises(core.TopologyError):
+            core.vrrp_priority(*bad)
+
+
+def test_plan_edge_with_stunnel_in_natural_order():
+    plan = V.vrrp_plan(farm(edge=("edge10", "edge2", "edge1")), "10.0.0.100/24")
+    assert plan["group"] == "edge"
+    assert [(p["name"], p["priority"]) for p in plan["peers"]] == [("edge1", 200), ("edge2", 190), ("edge10", 180)]
+    assert plan["instances"] == [{"name": "web", "address": "10.0.0.100", "prefix": 24, "cidr": "10.0.0.100/24",
+                                  "network": "10.0.0.0/24", "virtual_router_id": 51}]
+    assert plan["hosts"]["edge2"]["unicast_peers"] == ["10.0.0.2", "10.0.0.5"]
+    assert plan["hosts"]["edge2"]["address"] == "10.0.0.4"
+    assert plan["hosts"]["edge1"]["flows"] == [
+        {"name": "vrrp", "proto": "vrrp", "port": None, "sources": ["10.0.0.4/32", "10.0.0.5/32"]}]
+    assert set(plan["hosts"]) == {"edge1", "edge2", "edge10"}
+
+
+@pytest.mark.parametrize("kwargs", [{"terminator": "haproxy"}, {"edge": ()}])
+def test_plan_balancers_when_tls_on_haproxy_or_no_edge(kwargs):
+    plan = V.vrrp_plan(farm(**kwargs), "10.0.0.100/24")
+    assert plan["group"] == "balancers"
+    assert [p["name"] for p in plan["peers"]] == ["lb1", "lb2"]
+
+
+def test_plan_priorities_independent_of_inventory_order():
+    a = V.vrrp_plan(farm(edge=("edge1", "edge2")), "10.0.0.100/24")
+    b = V.vrrp_plan(farm(edge=("edge2", "edge1")), "10.0.0.100/24")
+    assert a == b
+
+
+def test_plan_several_vips_and_router_ids():
+    vips = ["10.0.0.100/24", {"name": "api", "address": "10.0.0.101/24", "virtual_router_id": 7},
+            {"address": "10.0.0.102/24"}]
+    plan = V.vrrp_plan(farm(), vips, "", 60)
+    assert [(i["name"], i["virtual_router_id"]) for i in plan["instances"]] == [("web", 60), ("api", 7), ("vip2", 62)]
+
+
+def test_plan_explicit_group():
+    assert V.vrrp_plan(farm(), "10.0.0.100/24", "balancers")["group"] == "balancers"
+
+
+@pytest.mark.parametrize("vips,var", [
+    ("10.9.0.100/24", "webfarm_vip[0].address"),              # outside the peers' subnet
+    ("10.0.0.100", "webfarm_vip[0].address"),                 # no prefix
+    ("10.0.0.100/31", "webfarm_vip[0].address"),
+    ("10.0.0.0/24", "webfarm_vip[0].address"),                # network address
+    ("2001:db8::10/64", "webfarm_vip[0].address"),            # IPv6
+    ("10.0.0.3/24", "webfarm_vip[0].address"),                # lb1's own address
+    ("not-an-ip/24", "webfarm_vip[0].address"),
+    ([], "webfarm_vip"),
+    (42, "webfarm_vip"),
+    ([{"address": "10.0.0.100/24", "virtual_router_id": 9},
+      {"address": "10.0.0.101/24", "virtual_router_id": 9}], "webfarm_vip[1].virtual_router_id"),
+    ([{"address": "10.0.0.100/24", "virtual_router_id": 256}], "webfarm_vip[0].virtual_router_id"),
+    (["10.0.0.100/24", "10.0.0.100/24"], "webfarm_vip[1].address"),
+    ([{"name": "a b", "address": "10.0.0.100/24"}], "webfarm_vip[0].name"),
+    ([{"name": "x", "address": "10.0.0.100/24"}, {"name": "x", "address": "10.0.0.101/24"}], "webfarm_vip[1].name"),
+])
+def test_plan_bad_vips_name_the_variable(vips, var):
+    with pytest.raises(AnsibleFilterError) as exc:
+        V.vrrp_plan(farm(), vips)
+    assert "colo.webfarm.vrrp_plan" in str(exc.value)
+    assert "variable '%s'" % var in str(exc.value)
+
+
+def test_plan_vip_outside_subnet_names_the_peer():
+    # lb3 sits in 10.0.1.0/24: the address cannot move to it
+    with pytest.raises(AnsibleFilterError, match=r"host 'lb3'.*webfarm_vip\[0\]\.address.*10\.0\.1\.7"):
+        V.vrrp_plan(farm(edge=(), balancers=("lb1", "lb3")), "10.0.0.100/24")
+
+
+def test_plan_one_peer_fails():
+    with pytest.raises(AnsibleFilterError, match=r"groups\.edge \(the VRRP peers\).*\['edge1'\].*at least two"):
+        V.vrrp_plan(farm(edge=("edge1",)), "10.0.0.100/24")
+
+
+def test_plan_bad_group_and_base():
+    with pytest.raises(AnsibleFilterError, match="keepalived_group"):
+        V.vrrp_plan(farm(), "10.0.0.100/24", "web")
+    with pytest.raises(AnsibleFilterError, match="keepalived_router_id_base"):
+        V.vrrp_plan(farm(), "10.0.0.100/24", "", 0)
+    with pytest.raises(AnsibleFilterError, match="topology"):
+        V.vrrp_plan({}, "10.0.0.100/24")
+
+
+def test_plan_does_not_mutate_inputs():
+    t = farm()
+    vips = [{"name": "web", "address": "10.0.0.100/24"}]
+    before = copy.deepcopy((t, vips))
+    V.vrrp_plan(t, vips)
+    assert (t, vips) == before
+
+
+def test_filter_registered():
+    assert V.FilterModule().filters()["vrrp_plan"] is V.vrrp_plan
