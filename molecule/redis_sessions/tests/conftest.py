@@ -1,0 +1,1 @@
+../../web_linux/tests/conftest.py
