@@ -1,0 +1,226 @@
+"""Behaviour of colo.webfarm.mysql: a primary, three GTID replicas (one seeded
+after data existed) and a web node that uses the database as the app user."""
+
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+import testinfra
+
+PRIMARY = "mysql-db1"
+REPLICAS = ["mysql-db2", "mysql-db3", "mysql-db4"]
+ADDR = {"mysql-db1": "172.29.16.41", "mysql-db2": "172.29.16.42", "mysql-db3": "172.29.16.43",
+        "mysql-db4": "172.29.16.44", "mysql-web1": "172.29.16.31"}
+APP = ("shopapp", "app-Secret-16", "shop")
+PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+testinfra_hosts = ["docker://mysql-web1"]
+
+
+def node(name):
+    return testinfra.get_host("docker://" + name)
+
+
+def sql(name, query, user=None, password=None, server=None):
+    """Run one statement with the mariadb client; returns the command result."""
+    cmd = ["mariadb", "--batch", "--skip-column-names", "--connect-timeout=5"]
+    if user:
+        cmd += ["-u", user, "-p" + password, "-h", server]
+    cmd += ["-e", query]
+    return node(name).run(" ".join("'%s'" % c.replace("'", "'\\''") for c in cmd))
+
+
+def value(name, query):
+    res = sql(name, query)
+    assert res.rc == 0, (name, query, res.stderr)
+    return res.stdout.strip()
+
+
+def replica_status(name):
+    res = node(name).run("mariadb -e 'SHOW SLAVE STATUS\\G'")
+    assert res.rc == 0, res.stderr
+    status = {}
+    for line in res.stdout.splitlines():
+        key, sep, val = line.strip().partition(":")
+        if sep:
+            status[key.strip()] = val.strip()
+    return status
+
+
+def gtids(pos):
+    return {g for g in pos.split(",") if g}
+
+
+def app(query, server, client="mysql-web1"):
+    return sql(client, query, APP[0], APP[1], ADDR[server])
+
+
+def run_playbook(playbook, inventory, *args):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, ".collections"),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run(["ansible-playbook", "-i", inventory, playbook] + list(args), cwd=PROJECT,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("name", REPLICAS)
+def test_replica_threads_run_with_gtid_from_the_primary(name):
+    st = replica_status(name)
+    assert st["Slave_IO_Running"] == "Yes", st
+    assert st["Slave_SQL_Running"] == "Yes", st
+    assert st["Using_Gtid"] == "Slave_Pos", st
+    assert st["Master_Host"] == ADDR[PRIMARY], st
+    assert value(name, "SELECT @@read_only") == "1"
+
+
+def test_server_ids_are_distinct_and_bound_to_private_addresses():
+    ids = set()
+    for name in [PRIMARY] + REPLICAS:
+        ids.add(value(name, "SELECT @@server_id"))
+        assert value(name, "SELECT @@bind_address") == ADDR[name]
+        assert value(name, "SELECT @@log_bin, @@binlog_format, @@gtid_strict_mode, @@log_slave_updates") \
+            == "1\tROW\t1\t1"
+    assert len(ids) == 4
+
+
+def test_marker_written_by_the_app_on_the_primary_reaches_every_replica():
+    token = uuid.uuid4().hex
+    res = app("CREATE TABLE IF NOT EXISTS shop.marker (token CHAR(32) PRIMARY KEY, at TIMESTAMP(6) "
+              "DEFAULT CURRENT_TIMESTAMP(6)); INSERT INTO shop.marker (token) VALUES ('%s')" % token, PRIMARY)
+    assert res.rc == 0, res.stderr
+    for name in REPLICAS:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if value(name, "SELECT COUNT(*) FROM shop.marker WHERE token = '%s'" % token) == "1":
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("marker %s not on %s within 10 s" % (token, name))
+
+
+@pytest.mark.parametrize("name", REPLICAS)
+def test_app_user_reads_a_replica_but_its_writes_are_refused(name):
+    res = app("SELECT COUNT(*) FROM shop.seeded", name)
+    assert res.rc == 0 and res.stdout.strip() == "500", (res.stdout, res.stderr)
+    res = app("INSERT INTO shop.seeded VALUES (100000, 'must fail')", name)
+    assert res.rc != 0
+    assert "read-only" in res.stderr, res.stderr
+
+
+def test_app_user_is_refused_from_a_host_that_is_no_web_node():
+    res = sql("mysql-db2", "SELECT 1", APP[0], APP[1], ADDR[PRIMARY])
+    assert res.rc != 0
+    assert "not allowed to connect" in res.stderr or "Access denied" in res.stderr, res.stderr
+
+
+def test_root_logs_in_over_the_socket_only():
+    rows = value(PRIMARY, "SELECT CONCAT(User, '@', Host) FROM mysql.user WHERE User IN ('root', '')")
+    assert rows.split() == ["root@localhost"]
+    assert "unix_socket" in value(PRIMARY, "SHOW GRANTS FOR root@localhost")
+    res = sql("mysql-web1", "SELECT 1", "root", "", ADDR[PRIMARY])
+    assert res.rc != 0
+
+
+def test_replication_user_has_only_replication_slave():
+    grants = value(PRIMARY, "SHOW GRANTS FOR 'replicator'@'172.29.16.42'")
+    assert "GRANT REPLICATION SLAVE ON *.* TO" in grants
+    assert "ALL PRIVILEGES" not in grants and "SUPER" not in grants
+
+
+def test_late_replica_was_seeded_from_a_dump():
+    # the primary purged the binary logs that created the data, so replaying
+    # them was impossible: the rows can only have come from the seed
+    logs = value(PRIMARY, "SHOW BINARY LOGS").split()
+    assert "mysql-bin.000001" not in logs, logs
+    assert value("mysql-db4", "SELECT COUNT(*), MAX(note) FROM shop.seeded") == "500\trow-99"
+    # and it keeps replicating what comes after the seed
+    st = replica_status("mysql-db4")
+    assert st["Slave_IO_Running"] == "Yes" and st["Slave_SQL_Running"] == "Yes", st
+
+
+@pytest.mark.parametrize("name", REPLICAS)
+def test_no_errant_gtid_on_replicas(name):
+    binlog = gtids(value(name, "SELECT @@gtid_binlog_pos"))
+    applied = gtids(value(name, "SELECT @@gtid_slave_pos"))
+    assert binlog <= applied, (binlog, applied)
+    own = value(name, "SELECT @@server_id")
+    assert not [g for g in binlog if g.split("-")[1] == own], binlog
+
+
+def test_semi_sync_is_on_while_replicas_are_connected():
+    status = dict(line.split("\t") for line in value(
+        PRIMARY, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'").splitlines())
+    assert status["Rpl_semi_sync_master_status"] == "ON"
+    assert int(status["Rpl_semi_sync_master_clients"]) == 3
+    assert value(PRIMARY, "SELECT @@rpl_semi_sync_master_wait_point") == "AFTER_SYNC"
+    for name in REPLICAS:
+        assert value(name, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_slave_status'").split() == \
+            ["Rpl_semi_sync_slave_status", "ON"]
+
+
+def test_config_files_are_managed(host):
+    for name in [PRIMARY] + REPLICAS:
+        for f in ("60-webfarm.cnf", "61-webfarm-role.cnf"):
+            content = node(name).file("/etc/mysql/mariadb.conf.d/" + f).content_string
+            assert content.startswith("#") and "Ansible managed" in content.splitlines()[0] + \
+                content.splitlines()[1], content[:200]
+
+
+def test_stopped_replica_is_reported_not_reset():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    before = replica_status("mysql-db3")
+    assert value("mysql-db3", "STOP SLAVE SQL_THREAD; SELECT 1") == "1"
+    try:
+        res = run_playbook("molecule/mysql/converge.yml", inventory)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0, out[-3000:]
+        assert "host 'mysql-db3': replication from 'mysql-db1' is not running" in out, out[-3000:]
+        assert "Last_SQL_Error" in out
+        after = replica_status("mysql-db3")
+        # not reset, not repointed: the same source, the thread still stopped
+        assert after["Master_Host"] == before["Master_Host"]
+        assert after["Slave_SQL_Running"] == "No"
+        assert after["Gtid_IO_Pos"] >= before["Gtid_IO_Pos"]
+    finally:
+        value("mysql-db3", "START SLAVE SQL_THREAD; SELECT 1")
+
+
+BAD_INVENTORY = """
+webfarm:
+  vars:
+    ansible_connection: community.docker.docker
+    webfarm_db_password: app-Secret-16
+    mysql_replication_password: %(repl)s
+  children:
+    db:
+      children:
+        db_primary:
+          hosts:
+%(primary)s
+        db_replicas:
+          hosts:
+            bad-db2: {ansible_host: no-such-container-2, webfarm_address: 192.0.2.42}
+"""
+
+
+@pytest.mark.parametrize("case,repl,primary,expected", [
+    ("placeholder password", "CHANGE_ME",
+     "            bad-db1: {ansible_host: no-such-container-1, webfarm_address: 192.0.2.41}",
+     "variable(s) mysql_replication_password still hold a placeholder value"),
+    ("replica without a primary", "repl-Secret-16", "            {}",
+     "groups.db_primary"),
+])
+def test_bad_input_fails_before_any_host_is_touched(case, repl, primary, expected):
+    with tempfile.TemporaryDirectory() as tmp:
+        inv = os.path.join(tmp, "hosts.yml")
+        with open(inv, "w") as f:
+            f.write(BAD_INVENTORY % {"repl": repl, "primary": primary})
+        res = run_playbook("molecule/mysql/bad_input.yml", inv)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert expected in out, out[-3000:]
+    assert "bad-db2" in out
+    # the hosts do not exist: reaching one would say UNREACHABLE
+    assert "UNREACHABLE" not in out and "no-such-container" not in out, out[-3000:]
