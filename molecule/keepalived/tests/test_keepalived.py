@@ -239,7 +239,7 @@ def playbook(name, *extra_inventories, **extra):
      {"bad_vip": [{"address": "172.29.21.100/24", "virtual_router_id": 7},
                   {"address": "172.29.21.101/24", "virtual_router_id": 7}]}, [],
      ["webfarm_vip[1].virtual_router_id", "7", "no other VRRP group"]),
-    ("a peer list with one node", {}, ["one_edge_peer.yml"],
+    ("a peer list with one node", {}, ["one_edge_peer.ini"],
      ["groups.edge (the VRRP peers)", "keepalived-lb1", "at least two hosts"]),
 ])
 def test_bad_input_fails_before_touching_hosts(case, extra, inventories, expect):
