@@ -59,9 +59,11 @@ def lb_exec(name, cmd, timeout=30):
 
 
 def vrrp_state(name):
-    """The instance's last state from keepalived's journal (BACKUP/MASTER/FAULT)."""
-    out = lb_exec(name, "journalctl -u keepalived --no-pager -o cat | grep -o 'Entering [A-Z]* STATE' | tail -1").stdout
-    return out.strip().split(" ")[1] if out.strip() else ""
+    """The instance's last state since keepalived started (BACKUP/MASTER/FAULT; "" = none yet)."""
+    # the journal survives a container restart: only lines after the last start count
+    out = lb_exec(name, "journalctl -u keepalived --no-pager -o cat | awk '/Starting Keepalived/ {s=\"\"} "
+                        "match($0, /Entering [A-Z]+ STATE/) {s=substr($0, RSTART+9, RLENGTH-15)} END {print s}'").stdout
+    return out.strip()
 
 
 def wait_ready(name, bound=90):
