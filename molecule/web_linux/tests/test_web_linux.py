@@ -197,3 +197,11 @@ def test_bad_input_fails_before_anything_is_written():
         capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "all bad inputs rejected" in r.stdout
+
+
+@pytest.mark.parametrize("node", sorted(WEB))
+def test_legacy_route_cookie_names_the_node(proxy, node):
+    # webfarm_legacy_route_cookie: colo.webfarm.route_cookie's map, the same on every node
+    r = proxy.request(url(node, "/whoami"))
+    cookie = r["headers"].get("Set-Cookie", "")
+    assert cookie.startswith("BALANCEID=balancer.%s;" % node), cookie
