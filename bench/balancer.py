@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Balancer benchmark: throughput/latency through each balancer vs. directly to
+one backend, and failover time with the failed-request count.
+
+Runs from the repo root against the RUNNING molecule scenarios of the balancer
+tier (it creates no containers): `molecule converge -s haproxy` and/or
+`molecule converge -s apache_balancer` first. Load is generated inside the
+scenario's own client container (`<scenario>-client`) with a bounded Python
+client (fixed request count, concurrency and time limit), and only goes to
+that scenario's containers. Results: bench/results/balancer.json.
+
+    python3 bench/balancer.py [--requests 2000] [--concurrency 8] [--scenarios haproxy apache_balancer]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+SCENARIOS = {
+    "haproxy": {
+        "lb": "http://172.29.12.10/", "direct": "http://172.29.12.31/",
+        "victim": "haproxy-web2", "victim_service": "standin", "cookie": "WEBFARM_LB=haproxy-web2",
+        "down_cmd": "echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep -q '^web,haproxy-web2,.*,DOWN'",
+        "lb_host": "haproxy-lb1",
+    },
+    "apache_balancer": {
+        "lb": "http://172.29.13.10/", "direct": "http://172.29.13.31/",
+        "victim": "apache_balancer-web2", "victim_service": "apache2", "cookie": "ROUTEID=.apache_balancer-web2",
+        "down_cmd": "curl -sf http://127.0.0.1:8404/balancer-manager | grep -E -q '<td>apache_balancer-web2</td>.*(Err|HcFl)'",
+        "lb_host": "apache_balancer-lb1",
+    },
+}
+
+# Runs inside the client container: bounded concurrent GETs, one connection each.
+LOAD = r'''
+import json, sys, threading, time, http.client
+from urllib.parse import urlparse
+url, total, conc, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+u = urlparse(url)
+lat, errors, lock = [], [0], threading.Lock()
+left = [total]
+deadline = time.time() + limit
+def worker():
+    while True:
+        with lock:
+            if left[0] <= 0 or time.time() > deadline:
+                return
+            left[0] -= 1
+        t = time.perf_counter()
+        try:
+            c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=5)
+            c.request("GET", u.path or "/", headers={"Connection": "close"})
+            r = c.getresponse(); r.read(); c.close()
+            ok = r.status == 200
+        except Exception:
+            ok = False
+        ms = (time.perf_counter() - t) * 1000
+        with lock:
+            if ok: lat.append(ms)
+            else: errors[0] += 1
+start = time.time()
+ts = [threading.Thread(target=worker) for _ in range(conc)]
+[t.start() for t in ts]; [t.join() for t in ts]
+secs = time.time() - start
+lat.sort()
+q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None
+print(json.dumps({"requests": len(lat) + errors[0], "ok": len(lat), "errors": errors[0], "seconds": round(secs, 3),
+                  "rps": round(len(lat) / secs, 1) if secs else 0, "p50_ms": q(0.50), "p99_ms": q(0.99)}))
+'''
+
+# Runs inside the client container: sticky requests every 20 ms for a bounded time.
+LOOP = r'''
+import json, sys, time, http.client
+host, cookie, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+out, end = [], time.time() + secs
+while time.time() < end:
+    t = time.time()
+    try:
+        c = http.client.HTTPConnection(host, 80, timeout=3)
+        c.request("GET", "/", headers={"Cookie": cookie, "Connection": "close"})
+        r = c.getresponse(); r.read(); c.close(); s = r.status
+    except Exception:
+        s = 0
+    out.append([t, s])
+    time.sleep(0.02)
+print(json.dumps(out))
+'''
+
+
+def dexec(container, *cmd, stdin=None, timeout=300):
+    res = subprocess.run(["docker", "exec", "-i", container] + list(cmd), input=stdin,
+                         capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise RuntimeError("%s %s: %s" % (container, cmd, res.stderr.strip()[-500:]))
+    return res.stdout
+
+
+def running(container):
+    res = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container], capture_output=True, text=True)
+    return res.returncode == 0 and res.stdout.strip() == "true"
+
+
+def load(client, url, args):
+    return json.loads(dexec(client, "python3", "-", url, str(args.requests), str(args.concurrency), str(args.limit), stdin=LOAD))
+
+
+def failover(name, s, client):
+    victim, lb = "%s" % s["victim"], s["lb_host"]
+    host = s["lb"].split("/")[2]
+    proc = subprocess.Popen(["docker", "exec", "-i", client, "python3", "-", host, s["cookie"], "8"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc.stdin.write(LOOP)
+    proc.stdin.close()
+    time.sleep(1.5)
+    t_stop = float(dexec(victim, "sh", "-c", "date +%s.%N; systemctl stop " + s["victim_service"]).split()[0])
+    t_down = None
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if subprocess.run(["docker", "exec", lb, "sh", "-c", s["down_cmd"]]).returncode == 0:
+                t_down = float(dexec(lb, "date", "+%s.%N"))
+                break
+            time.sleep(0.1)
+        samples = json.loads(proc.stdout.read())
+        proc.wait(timeout=30)
+    finally:
+        dexec(victim, "systemctl", "start", s["victim_service"])
+    failed = sum(1 for t, st in samples if st != 200)
+    return {"victim": victim, "detection_s": round(t_down - t_stop, 2) if t_down else None,
+            "detection_resolution_s": 0.1, "requests": len(samples), "failed_requests": failed}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--limit", type=float, default=120.0, help="seconds per load run (bound)")
+    p.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    p.add_argument("--out", default="bench/results/balancer.json")
+    args = p.parse_args()
+    args.requests = min(args.requests, 20000)
+    args.concurrency = min(args.concurrency, 32)
+    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "requests": args.requests,
+               "concurrency": args.concurrency, "client": "bounded python3 http.client, one connection per request",
+               "balancers": {}}
+    for name in args.scenarios:
+        s = SCENARIOS[name]
+        client = "%s-client" % name
+        if not running(client):
+            print("skip %s: container %s is not running (molecule converge -s %s first)" % (name, client, name))
+            continue
+        direct = load(client, s["direct"], args)
+        via = load(client, s["lb"], args)
+        r = {"direct_one_backend": direct, "through_balancer": via,
+             "rps_ratio_balancer_vs_direct": round(via["rps"] / direct["rps"], 3) if direct["rps"] else None,
+             "p50_ratio": round(via["p50_ms"] / direct["p50_ms"], 3) if direct["p50_ms"] else None,
+             "p99_ratio": round(via["p99_ms"] / direct["p99_ms"], 3) if direct["p99_ms"] else None}
+        r["failover"] = failover(name, s, client)
+        results["balancers"][name] = r
+        print(json.dumps({name: r}, indent=1))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print("wrote", args.out)
+    return 0 if results["balancers"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

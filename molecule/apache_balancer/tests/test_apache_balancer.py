@@ -1,0 +1,293 @@
+"""Behaviour of colo.webfarm.apache_balancer (and route_cookie on the web nodes).
+
+Requests come from the client container (not in the admin network) through
+the balancer; the X-Served-By header the role adds
+(apache_balancer_server_header) carries the route of the member that
+answered, which is the web node's inventory name here. Every loop is bounded
+in count and time.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+
+import pytest
+
+LB = "172.29.13.10"
+URL = "http://%s/" % LB
+MANAGER = "http://%s:8404/balancer-manager" % LB
+WEB = ["apache_balancer-web1", "apache_balancer-web2", "apache_balancer-web3"]
+WEIGHTS = dict(zip(WEB, (100, 100, 50)))
+# byrequests with loadfactors 100:100:50 aims at 120/120/60 of 300 requests;
+# Apache's child processes update the shared counters without a lock, so the
+# split drifts a little: allowed 6 percentage points per member.
+TOLERANCE = 0.06
+# hcinterval 1 s x hcfails 2, plus one watchdog round (mod_proxy_hcheck).
+DETECTION_BOUND = 3.0
+SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+testinfra_hosts = ["ansible://apache_balancer-client"]
+
+
+def other(host, name):
+    return host.get_host("ansible://" + name, ansible_inventory=host.backend.ansible_inventory)
+
+
+def quote_args(args):
+    return [shlex.quote(w) for a in args for w in shlex.split(a)]
+
+
+def probe(host, url, *args):
+    return json.loads(host.check_output("lbprobe %s %s" % (url, " ".join(quote_args(args)))))
+
+
+def start_probe(host, unit, url, *args):
+    host.run("systemctl reset-failed %s; rm -f /tmp/%s.json" % (unit, unit))
+    host.check_output("systemd-run --unit=%s /usr/local/bin/lbprobe %s --out /tmp/%s.json %s"
+                      % (unit, url, unit, " ".join(quote_args(args))))
+
+
+def wait_probe(host, unit, bound=60):
+    deadline = time.time() + bound
+    while time.time() < deadline:
+        if host.file("/tmp/%s.json" % unit).exists:
+            return json.loads(host.file("/tmp/%s.json" % unit).content_string)
+        time.sleep(1)
+    raise AssertionError("probe %s did not finish within %d s" % (unit, bound))
+
+
+def member_status(host):
+    """{route: Status column} from balancer-manager (on the balancer, localhost)."""
+    lb = other(host, "apache_balancer-lb1")
+    page = lb.check_output("curl -sf http://127.0.0.1:8404/balancer-manager")
+    return dict(re.findall(r"</a></td><td>([^<]+)</td><td>[^<]*</td><td>[^<]*</td><td>[^<]*</td><td>([^<]*)</td>", page))
+
+
+def playbook(name, **extra):
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+           os.path.join(SCENARIO, name), "-e", json.dumps(extra)]
+    res = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    res.output = res.stdout + res.stderr
+    return res
+
+
+def cookie_of(raw, name):
+    m = re.match(r"%s=([^;]*)" % name, raw)
+    return m.group(1) if m else None
+
+
+def sticky_cookie_for(server):
+    """The ROUTEID value the balancer issues for ``server`` (format checked in
+    test_balancer_cookie_sticks_and_has_the_expected_format). byrequests counts
+    sticky requests too, so waiting for a given node to be picked is unreliable."""
+    return "." + server
+
+
+# ---------------------------------------------------------------- config --
+
+def test_config_is_managed_and_valid(host):
+    lb = other(host, "apache_balancer-lb1")
+    conf = lb.file("/etc/apache2/webfarm/balancer.conf").content_string
+    assert "Ansible managed" in conf[:200]
+    for member, weight in WEIGHTS.items():
+        assert re.search(r"route=%s loadfactor=%d retry=5 .*hcuri=/health" % (member, weight), conf)
+    assert "stickysession=ROUTEID" in conf and "BalancerPersist On" in conf
+    assert 'ProxyPass "/balancer-manager" "!"' in conf
+    assert lb.run("apachectl configtest").rc == 0
+    for mod in ("proxy_balancer", "proxy_hcheck", "lbmethod_bybusyness", "remoteip", "headers"):
+        assert lb.file("/etc/apache2/mods-enabled/%s.load" % mod).exists
+
+
+# ------------------------------------------------------- 1. spread by weight --
+
+def test_requests_spread_by_loadfactor(host):
+    d = probe(host, URL, "--count 300 --seconds 120")
+    assert d["status"] == {"200": 300}, d["status"]
+    total = sum(WEIGHTS.values())
+    for server, weight in WEIGHTS.items():
+        assert abs(d["served"].get(server, 0) / 300.0 - weight / total) <= TOLERANCE, d["served"]
+
+
+# ----------------------------------------------------------- 2. stickiness --
+
+def test_balancer_cookie_sticks_and_has_the_expected_format(host):
+    d = probe(host, URL, "--count 101 --follow ROUTEID")
+    raw = [c for c in d["first"]["set_cookie"] if c.startswith("ROUTEID=")]
+    assert len(raw) == 1, d["first"]
+    assert re.match(r"^ROUTEID=\.(apache_balancer-web[123]); path=/; HttpOnly; Secure; SameSite=Lax$", raw[0]), raw[0]
+    route = cookie_of(raw[0], "ROUTEID")[1:]
+    assert d["first"]["served"] == route
+    assert d["served"] == {route: 101} and d["status"] == {"200": 101}, d
+    # BALANCER_ROUTE_CHANGED: once the cookie is right, no new ROUTEID cookie
+    # (the web nodes here also set their legacy BALANCEID cookie: route_cookie)
+    assert [c for c in d["cookies"] if c.startswith("ROUTEID=")] == raw
+
+
+def test_forwarded_headers(host):
+    hdrs = json.loads(probe(host, URL + "cgi-bin/headers", "--count 1")["first"]["body"])
+    assert hdrs["x-forwarded-proto"] == "https"
+    assert hdrs["x-forwarded-for"] == "172.29.13.50"
+
+
+# ------------------------------------------------------------- 3. failover --
+
+def test_failover_of_the_sticky_member(host):
+    victim = "apache_balancer-web2"
+    cookie = sticky_cookie_for(victim)
+    web = other(host, victim)
+    lb = other(host, "apache_balancer-lb1")
+    lb.run("systemctl reset-failed ab-watch; rm -f /tmp/ab-watch")
+    lb.check_output(
+        "systemd-run --unit=ab-watch /bin/bash -c 'for i in $(seq 300); do "
+        "if curl -sf http://127.0.0.1:8404/balancer-manager | grep -E -q \"<td>%s</td>.*(Err|HcFl)\"; then "
+        "date +%%s.%%N > /tmp/ab-watch; exit 0; fi; sleep 0.05; done'" % victim)
+    start_probe(host, "ab-failover", URL, "--cookie ROUTEID=%s" % cookie,
+                "--seconds 10 --count 2000 --interval 0.02 --timeline")
+    time.sleep(1.5)
+    try:
+        t_stop = float(web.check_output("date +%s.%N; systemctl stop apache2").split()[0])
+        d = wait_probe(host, "ab-failover", bound=90)
+        deadline = time.time() + 20
+        while not lb.file("/tmp/ab-watch").exists and time.time() < deadline:
+            time.sleep(0.5)
+        t_down = float(lb.file("/tmp/ab-watch").content_string)
+    finally:
+        web.run("systemctl start apache2")
+    detection = t_down - t_stop
+    non200 = sum(n for s, n in d["status"].items() if s != "200")
+    print("failover: member in error after %.2f s (bound %.1f s), %d of %d answers not 200"
+          % (detection, DETECTION_BOUND, non200, d["total"]))
+    before = [r for r in d["timeline"] if r["t"] < t_stop - 0.2]
+    after = [r for r in d["timeline"] if r["t"] > max(t_stop, t_down) + 0.2]
+    assert before and all(r["served"] == victim for r in before)
+    assert after and all(r["served"] != victim for r in after)
+    assert all(r["status"] == 200 for r in after if r["t"] > t_down)
+    new_routes = {cookie_of(c, "ROUTEID") for r in after for c in r["set_cookie"]}
+    assert new_routes and ".%s" % victim not in new_routes, new_routes
+    assert detection <= DETECTION_BOUND + 1.0, detection
+    assert non200 == 0, d["status"]
+    deadline = time.time() + 30
+    while "Ok" not in member_status(host).get(victim, "") or "Err" in member_status(host).get(victim, ""):
+        assert time.time() < deadline, member_status(host)
+        time.sleep(1)
+
+
+# ---------------------------------------------------------------- 4. drain --
+
+def test_drain_keeps_sticky_sessions_and_ready_restores(host):
+    target = "apache_balancer-web1"
+    cookie = sticky_cookie_for(target)
+    res = playbook("drain.yml", drain_action="drain", drain_target=target)
+    assert res.returncode == 0, res.output[-3000:]
+    try:
+        assert "Drn" in member_status(host)[target]
+        fresh = probe(host, URL, "--count 60")
+        assert fresh["status"] == {"200": 60} and target not in fresh["served"], fresh["served"]
+        # Apache's drain (+N): requests that carry the node's route still reach it
+        sticky = probe(host, URL, "--count 20 --cookie ROUTEID=%s" % cookie)
+        assert sticky["served"] == {target: 20}, sticky["served"]
+        # BalancerPersist: the flag survives a graceful reload
+        other(host, "apache_balancer-lb1").check_output("systemctl reload apache2")
+        time.sleep(2)
+        assert "Drn" in member_status(host)[target]
+        again = playbook("drain.yml", drain_action="drain", drain_target=target)
+        assert again.returncode == 0 and "changed=0" in again.output, again.output[-2000:]
+    finally:
+        res = playbook("drain.yml", drain_action="ready", drain_target=target)
+    assert res.returncode == 0, res.output[-3000:]
+    assert "Drn" not in member_status(host)[target]
+    # back in rotation (byrequests first evens out the counts of the drain period)
+    back = probe(host, URL, "--count 60")
+    assert back["served"].get(target, 0) >= 6, back["served"]
+
+
+def test_drain_of_an_unknown_host_fails_clearly(host):
+    res = playbook("drain.yml", drain_action="drain", drain_target="no-such-node")
+    assert res.returncode != 0
+    assert "apache_balancer_drain_target" in res.output and "no-such-node" in res.output, res.output[-2000:]
+    assert "apache_balancer-web1" in res.output
+
+
+# ---------------------------------------------------------------- 5. admin --
+
+def test_manager_refuses_the_client(host):
+    for url in (MANAGER, "http://%s/balancer-manager" % LB):
+        code = host.check_output("curl -s -o /dev/null -w '%%{http_code}' -u admin:molecule-admin-secret %s" % url)
+        assert code == "403", url
+
+
+def test_manager_needs_credentials_from_the_admin_network(host):
+    admin = other(host, "apache_balancer-admin")
+    assert admin.check_output("curl -s -o /dev/null -w '%%{http_code}' %s" % MANAGER) == "401"
+    assert admin.check_output("curl -s -o /dev/null -w '%%{http_code}' -u admin:wrong %s" % MANAGER) == "401"
+    page = admin.check_output("curl -sf -u admin:molecule-admin-secret %s" % MANAGER)
+    assert "balancer://webfarm" in page and "apache_balancer-web3" in page
+
+
+# --------------------------------------------------------------- 6. reload --
+
+def test_graceful_reload_during_requests_loses_nothing(host):
+    lb = other(host, "apache_balancer-lb1")
+    start_probe(host, "ab-reload", URL, "--count 600 --seconds 15 --interval 0.01")
+    time.sleep(1)
+    for _ in range(3):
+        lb.check_output("systemctl reload apache2")
+        time.sleep(1)
+    d = wait_probe(host, "ab-reload", bound=60)
+    print("reload: %d requests, status %s, errors %s" % (d["total"], d["status"], d["errors"][:3]))
+    assert d["total"] >= 100
+    assert d["status"] == {"200": d["total"]}, (d["status"], d["errors"])
+
+
+# ------------------------------------------------- legacy backend cookie --
+
+def test_route_cookie_config_is_identical_on_every_web_node(host):
+    sums = {}
+    for name in WEB:
+        web = other(host, name)
+        blob = "".join(web.file(p).content_string for p in (
+            "/etc/apache2/webfarm/route-cookie.conf", "/etc/apache2/webfarm/routemap.txt",
+            "/etc/apache2/conf-enabled/webfarm-route-cookie.conf"))
+        sums[name] = hashlib.sha256(blob.encode()).hexdigest()
+        assert web.run("apachectl configtest").rc == 0
+    assert len(set(sums.values())) == 1, sums
+    routemap = other(host, WEB[0]).file("/etc/apache2/webfarm/routemap.txt").content_string
+    for i, name in enumerate(WEB, start=31):
+        assert "172.29.13.%d %s" % (i, name) in routemap
+
+
+def test_legacy_backend_cookie_mode_end_to_end(host):
+    res = playbook("mode.yml", apache_balancer_sticky_mode="legacy_backend_cookie")
+    assert res.returncode == 0, res.output[-3000:]
+    try:
+        conf = other(host, "apache_balancer-lb1").file("/etc/apache2/webfarm/balancer.conf").content_string
+        assert "stickysession=BALANCEID" in conf and "ROUTEID" not in conf
+        d = probe(host, URL, "--count 101 --follow BALANCEID")
+        raw = [c for c in d["first"]["set_cookie"] if c.startswith("BALANCEID=")]
+        assert len(raw) == 1, d["first"]
+        # set by the web node itself: balancer.<route>
+        assert re.match(r"^BALANCEID=balancer\.(apache_balancer-web[123]); path=/; domain=%s; secure; HttpOnly$"
+                        % re.escape(LB), raw[0]), raw[0]
+        route = cookie_of(raw[0], "BALANCEID").split(".", 1)[1]
+        assert d["first"]["served"] == route
+        assert d["served"] == {route: 101} and d["status"] == {"200": 101}, d
+        # a cookie for another node moves the client there
+        other_route = [w for w in WEB if w != route][0]
+        moved = probe(host, URL, "--count 10 --cookie BALANCEID=balancer.%s" % other_route)
+        assert moved["served"] == {other_route: 10}, moved["served"]
+    finally:
+        res = playbook("mode.yml")
+    assert res.returncode == 0, res.output[-3000:]
+
+
+# ------------------------------------------------------------- bad input --
+
+def test_bad_input_fails_before_writing_config(host):
+    res = playbook("bad_input.yml")
+    print("\n".join(line for line in res.output.splitlines() if "BADINPUT" in line))
+    assert res.returncode == 0, res.output[-4000:]
+    assert res.output.count("BADINPUT ") >= 5
