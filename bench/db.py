@@ -40,7 +40,7 @@ cur = c.cursor()
 cur.execute("CREATE DATABASE IF NOT EXISTS bench")
 cur.execute("CREATE TABLE IF NOT EXISTS bench.hb (id INT PRIMARY KEY, ts DATETIME(6))")
 cur.execute("CREATE TABLE IF NOT EXISTS bench.load (id INT AUTO_INCREMENT PRIMARY KEY, payload VARCHAR(255))")
-cur.execute("REPLACE INTO bench.hb VALUES (1, NOW(6)), (2, NULL)")
+cur.execute("REPLACE INTO bench.hb VALUES (1, NULL), (2, NULL)")  # NULL: no lag sampled before the load starts
 time.sleep(1.0)
 lat = []
 start = time.monotonic()
