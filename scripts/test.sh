@@ -102,7 +102,11 @@ run_scenario() { # in a subshell: exit code 0 pass, 1 fail, 3 skipped
   if [ -x "molecule/$s/skip-unless" ] && ! "molecule/$s/skip-unless" >"$log" 2>&1; then
     return 3
   fi
-  molecule test -s "$s" >>"$log" 2>&1
+  local rc=0
+  molecule test -s "$s" >>"$log" 2>&1 || rc=$?
+  # molecule's destroy keeps named volumes; scenarios name theirs molecule-<scenario>-*
+  docker volume ls -q --filter "name=molecule-$s-" | xargs -r docker volume rm >/dev/null 2>&1 || true
+  return $rc
 }
 
 if [ $QUICK -eq 0 ]; then
