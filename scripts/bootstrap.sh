@@ -53,6 +53,12 @@ ensure_venv() {
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
 ensure_docker() {
+  # Every systemd container takes inotify instances; the default 128 runs out
+  # when several scenarios run side by side ("Failed to create control group
+  # inotify object: Too many open files").
+  if [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then
+    sysctl -q -w fs.inotify.max_user_instances=1024 || log "could not raise fs.inotify.max_user_instances"
+  fi
   if docker_answers; then return 0; fi
   ensure_host_packages
   if ! pgrep -x dockerd >/dev/null 2>&1; then
