@@ -220,8 +220,9 @@ def _php_ini_values(ini, names):
     # (the Windows-only extensions just warn).
     ext_dir = subprocess.run(php + ["-n", "-r", "echo ini_get('extension_dir');"],
                              capture_output=True, text=True, timeout=60).stdout.strip()
+    # cwd: PHP on Linux takes the Windows error_log path as a relative file name
     proc = subprocess.run(php + ["-c", str(ini), "-d", "extension_dir=" + ext_dir, "-r", code, "--"] + names,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=os.path.dirname(str(ini)))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "syntax error" not in out.lower() and "parse error" not in out.lower(), out
@@ -491,7 +492,7 @@ def _role_check(php, ini):
                              capture_output=True, text=True, timeout=60).stdout.strip()
     proc = subprocess.run(php + ["-c", str(ini), "-d", "extension_dir=" + ext_dir]
                           + role_vars["__web_windows_php_check_args"] + ["-r", "echo 'php.ini ok ', PHP_VERSION;"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=os.path.dirname(str(ini)))
     out = proc.stdout + proc.stderr
     return (proc.returncode == 0 and "php.ini ok" in proc.stdout
             and not re.search(role_vars["__web_windows_php_check_fail_re"], out)), out
