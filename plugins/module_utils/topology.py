@@ -253,9 +253,10 @@ def build_topology(groups, hostvars):
     in_farm = set()
     for g in GROUPS:
         in_farm.update(members_of[g])
-    # One natural sort of the whole farm; each group keeps that order.
-    order = sorted(in_farm, key=_natural_key)
-    topo = {g: [n for n in order if n in members_of[g]] if members_of[g] else [] for g in GROUPS}
+    # Natural sort keys computed once per host; every group is sorted with them.
+    keys = {n: _natural_key(n) for n in in_farm}
+    order = sorted(in_farm, key=keys.__getitem__)
+    topo = {g: sorted(members_of[g], key=keys.__getitem__) for g in GROUPS}
 
     hosts = {}
     by_address = {}
