@@ -13,6 +13,8 @@ with plain dictionaries.
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import ipaddress
 import re
@@ -45,6 +47,25 @@ DEFAULT_PORTS = {
     "balancer_admin": 8404,
 }
 DEFAULT_NFS_V3_PORTS = {"mountd": 20048, "statd": 32765, "lockd": 32768}
+
+
+def _bulk(func):
+    """Pause the cyclic garbage collector while a derivation allocates.
+
+    These functions build many small acyclic dicts and lists; at 10,000 hosts
+    the collector's repeated scans of the growing heap cost a third of the
+    time. Nothing here creates cycles, and the previous state is restored.
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+    return wrapper
 
 
 class TopologyError(ValueError):
@@ -93,13 +114,14 @@ def cookie_value(route, mode="haproxy"):
       with mod_rewrite in the design documents' legacy mode.
     """
     route_id("route", route)
-    if mode == "haproxy":
-        return route
-    if mode == "apache":
-        return "." + route
-    if mode == "apache_legacy":
-        return "balancer." + route
-    raise _err(None, "mode", mode, "one of %s" % ", ".join(COOKIE_MODES))
+    if mode not in _COOKIE_PREFIX:
+        raise _err(None, "mode", mode, "one of %s" % ", ".join(COOKIE_MODES))
+    return _COOKIE_PREFIX[mode] + route
+
+
+# What each mode puts before the route (the route itself is validated once, by
+# route_id or build_topology).
+_COOKIE_PREFIX = {"haproxy": "", "apache": ".", "apache_legacy": "balancer."}
 
 
 def cookie_route(value, mode="haproxy"):
@@ -236,6 +258,7 @@ def _server_id(name, explicit):
     return zlib.crc32(name.encode("utf-8")) % SERVER_ID_MAX + 1
 
 
+@_bulk
 def build_topology(groups, hostvars):
     """Validate the inventory and return the farm's topology.
 
@@ -357,12 +380,13 @@ def _require_topology(topology):
                    "the result of groups | colo.webfarm.topology(hostvars)")
 
 
+@_bulk
 def members(topology, balancer="haproxy"):
     """Balancer members: the web nodes with address, port, route, weights."""
     _require_topology(topology)
     if balancer not in BALANCERS:
         raise _err(None, "webfarm_balancer", balancer, "one of %s" % ", ".join(BALANCERS))
-    mode = "haproxy" if balancer == "haproxy" else "apache"
+    prefix = _COOKIE_PREFIX["haproxy" if balancer == "haproxy" else "apache"]
     out = []
     for name in topology["groups"]["web"]:
         h = topology["hosts"][name]
@@ -374,7 +398,7 @@ def members(topology, balancer="haproxy"):
             "weight": h["weight"],
             "lb_weight": balancer_weight(h["weight"], balancer, name),
             "backup": h["backup"],
-            "cookie": cookie_value(h["route"], mode),
+            "cookie": prefix + h["route"],  # routes were validated by build_topology
             "os": h["os"],
         })
     return out
@@ -436,6 +460,7 @@ def _extra_flows(topology, host):
     return out
 
 
+@_bulk
 def firewall_flows(topology):
     """For every farm host, the inbound flows it must accept.
 
