@@ -97,6 +97,8 @@ def route_id(name, route=None, host=None):
         return route
     if not isinstance(name, str) or not name:
         raise _err(host, "inventory_hostname", name, "a non-empty host name")
+    if ROUTE_RE.match(name):  # most inventory names are routes already
+        return name
     derived = ROUTE_BAD_CHARS_RE.sub("-", name)
     if len(derived) > ROUTE_MAX:
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
@@ -304,9 +306,13 @@ def build_topology(groups, hostvars):
             "ip_sort": (version, as_int),
             "admin_networks": [validate_cidr(n, name) for n in admin],
             "os": "windows" if name in members_of["web_windows"] else "linux",
-            "groups": [g for g in GROUPS if name in members_of[g]],
+            "groups": [],  # filled below, one pass per group
             "extra_flows": hv.get("webfarm_extra_flows", []) or [],
         }
+
+    for g in GROUPS:
+        for name in topo[g]:
+            hosts[name]["groups"].append(g)
 
     both = members_of["web_linux"] & members_of["web_windows"]
     if both:
