@@ -216,10 +216,6 @@ def parse_ip(text):
     return str(ip), ip.version, int(ip)
 
 
-def host_cidr(address):
-    canonical, version, _ = parse_ip(address)
-    return "%s/%d" % (canonical, 32 if version == 4 else 128)
-
 
 # --------------------------------------------------------------- topology --
 

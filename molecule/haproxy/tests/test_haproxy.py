@@ -8,8 +8,8 @@ says which web node answered. Every loop is bounded in count and time.
 import json
 import os
 import re
-import shlex
 import subprocess
+import sys
 import time
 
 import pytest
@@ -26,36 +26,10 @@ TOLERANCE = {"web": 0.03, "web_none": 0.03, "web_source": 0.12}
 URLS = {"web": "http://%s/" % LB, "web_none": "http://%s:8081/" % LB, "web_source": "http://%s:8080/" % LB}
 DETECTION_BOUND = 3.0
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import other, probe, start_probe, wait_probe  # noqa: E402
+
 testinfra_hosts = ["ansible://haproxy-client"]
-
-
-def other(host, name):
-    return host.get_host("ansible://" + name, ansible_inventory=host.backend.ansible_inventory)
-
-
-def quote_args(args):
-    """Quote every word (cookie values carry HAProxy's '|' date suffix)."""
-    return [shlex.quote(w) for a in args for w in shlex.split(a)]
-
-
-def probe(host, url, *args):
-    out = host.check_output("lbprobe %s %s" % (url, " ".join(quote_args(args))))
-    return json.loads(out)
-
-
-def start_probe(host, unit, url, *args):
-    host.run("systemctl reset-failed %s; rm -f /tmp/%s.json" % (unit, unit))
-    host.check_output("systemd-run --unit=%s /usr/local/bin/lbprobe %s --out /tmp/%s.json %s"
-                      % (unit, url, unit, " ".join(quote_args(args))))
-
-
-def wait_probe(host, unit, bound=60):
-    deadline = time.time() + bound
-    while time.time() < deadline:
-        if host.file("/tmp/%s.json" % unit).exists:
-            return json.loads(host.file("/tmp/%s.json" % unit).content_string)
-        time.sleep(1)
-    raise AssertionError("probe %s did not finish within %d s" % (unit, bound))
 
 
 def lb_stat(host):

@@ -9,6 +9,7 @@ The failover tests stop containers and services and restore them at the end
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +21,9 @@ PRIORITY = {"keepalived-lb1": 200, "keepalived-lb2": 190}
 ADDRESS = {"keepalived-lb1": "172.29.21.11", "keepalived-lb2": "172.29.21.12"}
 MOVE_BOUND = 3.0
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import wait_probe  # noqa: E402
 
 testinfra_hosts = ["ansible://keepalived-client"]
 
@@ -100,15 +104,6 @@ def start_probe(host, unit, count, seconds, cookie=""):
     host.check_output("systemd-run --unit=%s /usr/local/bin/vipprobe %s %s --out /tmp/%s.json" % (unit, URL, args, unit))
 
 
-def wait_probe(host, unit, bound=90):
-    deadline = time.time() + bound
-    while time.time() < deadline:
-        if host.file("/tmp/%s.json" % unit).exists:
-            return json.loads(host.file("/tmp/%s.json" % unit).content_string)
-        time.sleep(1)
-    raise AssertionError("probe %s did not finish within %d s" % (unit, bound))
-
-
 def sticky_cookie(host):
     d = json.loads(host.check_output("vipprobe %s --count 5 --seconds 10" % URL))
     assert d["failed"] == 0, d["failures"]
@@ -131,7 +126,7 @@ def failover(host, report, unit, action, cookie, backend):
     # with docker exec lags behind under load)
     out = lb_exec(other, "journalctl -u keepalived --no-pager -o short-unix | grep 'Entering MASTER STATE' | tail -1")
     moved = float(out.stdout.split()[0]) - t0
-    probe = wait_probe(host, unit)
+    probe = wait_probe(host, unit, bound=90)
     fails = probe["failures"]
     after = [r for r in probe["requests"] if r["t"] > t0]
     ok_after = [r for r in after if r["status"] == 200]

@@ -1,0 +1,42 @@
+"""Helpers shared by the balancer scenarios' testinfra tests (haproxy,
+apache_balancer, keepalived): other hosts of the scenario, and the bounded
+request probes (lbprobe, vipprobe) run on the client container.
+
+Each test module puts this directory on sys.path and imports from here.
+"""
+
+import json
+import shlex
+import time
+
+
+def other(host, name):
+    """Another host of the same scenario inventory."""
+    return host.get_host("ansible://" + name, ansible_inventory=host.backend.ansible_inventory)
+
+
+def quote_args(args):
+    """Quote every word (cookie values carry HAProxy's '|' date suffix)."""
+    return [shlex.quote(w) for a in args for w in shlex.split(a)]
+
+
+def probe(host, url, *args):
+    """Run lbprobe in the foreground and return its JSON report."""
+    return json.loads(host.check_output("lbprobe %s %s" % (url, " ".join(quote_args(args)))))
+
+
+def start_probe(host, unit, url, *args):
+    """Start lbprobe as a transient unit writing /tmp/<unit>.json."""
+    host.run("systemctl reset-failed %s; rm -f /tmp/%s.json" % (unit, unit))
+    host.check_output("systemd-run --unit=%s /usr/local/bin/lbprobe %s --out /tmp/%s.json %s"
+                      % (unit, url, unit, " ".join(quote_args(args))))
+
+
+def wait_probe(host, unit, bound=60):
+    """The JSON report of a probe started as a unit, waiting at most bound seconds."""
+    deadline = time.time() + bound
+    while time.time() < deadline:
+        if host.file("/tmp/%s.json" % unit).exists:
+            return json.loads(host.file("/tmp/%s.json" % unit).content_string)
+        time.sleep(1)
+    raise AssertionError("probe %s did not finish within %d s" % (unit, bound))
