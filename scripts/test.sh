@@ -132,23 +132,20 @@ if [ $QUICK -eq 0 ]; then
          grep -E 'fatal:|FAILED|Error|ERROR|assert' "$LOGS/molecule-$s.log" | tail -n 30 | sed 's/^/      | /' ;;
     esac
   }
-  for s in "${SCENARIOS[@]}"; do
-    while [ "${#PID_OF[@]}" -ge "$JOBS" ]; do
-      wait -n -p done_pid; rc=$?
-      for k in "${!PID_OF[@]}"; do
-        if [ "${PID_OF[$k]}" = "$done_pid" ]; then finish "$k" "$rc"; unset "PID_OF[$k]"; fi
-      done
-    done
-    T0[$s]=$(date +%s)
-    run_scenario "$s" &
-    PID_OF[$s]=$!
-  done
-  while [ "${#PID_OF[@]}" -gt 0 ]; do
+  reap_one() { # wait for any running scenario and record it
+    local done_pid rc k
     wait -n -p done_pid; rc=$?
     for k in "${!PID_OF[@]}"; do
       if [ "${PID_OF[$k]}" = "$done_pid" ]; then finish "$k" "$rc"; unset "PID_OF[$k]"; fi
     done
+  }
+  for s in "${SCENARIOS[@]}"; do
+    while [ "${#PID_OF[@]}" -ge "$JOBS" ]; do reap_one; done
+    T0[$s]=$(date +%s)
+    run_scenario "$s" &
+    PID_OF[$s]=$!
   done
+  while [ "${#PID_OF[@]}" -gt 0 ]; do reap_one; done
 fi
 
 echo "total time: $(( $(date +%s) - start_all ))s"
