@@ -28,6 +28,9 @@ WEIGHTS = dict(zip(WEB, (100, 100, 50)))
 TOLERANCE = 0.06
 # hcinterval 1 s x hcfails 2, plus one watchdog round (mod_proxy_hcheck).
 DETECTION_BOUND = 3.0
+# answers a member's stop may cost with one sequential client (see the
+# failover test and roles/apache_balancer/README.md, "Failover")
+MAX_LOST_AT_STOP = 2
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
@@ -145,7 +148,13 @@ def test_failover_of_the_sticky_member(host):
     new_routes = {cookie_of(c, "ROUTEID") for r in after for c in r["set_cookie"]}
     assert new_routes and ".%s" % victim not in new_routes, new_routes
     assert detection <= DETECTION_BOUND + 1.0, detection
-    assert non200 == 0, d["status"]
+    # Apache has no retry-on: a request sent on a pooled connection at the
+    # moment the member's graceful-stop closes it gets a 502 (AH01102); a
+    # refused connection is failed over. So the answers lost are the few in
+    # flight when the member went away, never any after detection.
+    failed = [r for r in d["timeline"] if r["status"] != 200]
+    assert len(failed) <= MAX_LOST_AT_STOP, d["status"]
+    assert all(t_stop - 0.1 <= r["t"] <= t_down + 0.2 for r in failed), failed
     deadline = time.time() + 30
     while "Ok" not in member_status(host).get(victim, "") or "Err" in member_status(host).get(victim, ""):
         assert time.time() < deadline, member_status(host)
