@@ -113,10 +113,13 @@ if [ $QUICK -eq 0 ]; then
   mapfile -t SCENARIOS < <(
     if [ ${#ONLY[@]} -gt 0 ]; then printf '%s\n' "${ONLY[@]}"
     else
-      # longest first (from the last run's timing) so the tail of the run is short
+      # longest first (this machine's last run, else molecule/durations.txt)
+      # so the tail of the run is short
       for d in molecule/*/molecule.yml; do
         s="$(basename "$(dirname "$d")")"
-        printf '%s %s\n' "$(cat "$LOGS/molecule-$s.seconds" 2>/dev/null || echo 9999)" "$s"
+        secs="$(cat "$LOGS/molecule-$s.seconds" 2>/dev/null ||
+                awk -v s="$s" '$1 == s { print $2 }' molecule/durations.txt)"
+        printf '%s %s\n' "${secs:-9999}" "$s"
       done | sort -rn | cut -d' ' -f2
     fi)
   JOBS="${WEBFARM_MOLECULE_JOBS:-2}"
