@@ -278,6 +278,15 @@ def build_topology(groups, hostvars):
     keys = {n: _natural_key(n) for n in in_farm}
     order = sorted(in_farm, key=keys.__getitem__)
     topo = {g: sorted(members_of[g], key=keys.__getitem__) for g in GROUPS}
+    # Farm-level webfarm_db_primary names the primary instead of the groups
+    # (db_promote.yml sets it for the rest of its run after a promotion).
+    db_primary = (hostvars.get(sorted(in_farm)[0]) or {}).get("webfarm_db_primary") if in_farm else None
+    if db_primary not in (None, ""):
+        if db_primary not in members_of["db"]:
+            raise _err(None, "webfarm_db_primary", db_primary,
+                       "one of the database hosts (%s) or empty" % ", ".join(topo["db"]))
+        topo["db_primary"] = [db_primary]
+        topo["db_replicas"] = [n for n in topo["db"] if n != db_primary]
 
     hosts = {}
     by_address = {}

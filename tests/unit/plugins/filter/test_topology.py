@@ -344,3 +344,31 @@ def test_secret_placeholders_names_without_values():
     assert found == ["a: pw"]
     with pytest.raises(AnsibleFilterError, match="'variables' must be a list"):
         secret_placeholders(hv, ["a"], "pw", [])
+
+
+# ------------------------------------------- farm-level primary override --
+
+def _with_db_primary(value):
+    groups, hv = lab()
+    for h in hv:
+        hv[h]["webfarm_db_primary"] = value
+    return groups, hv
+
+
+def test_db_primary_override_swaps_primary_and_replicas():
+    t = T.topology(*_with_db_primary("db2"))
+    assert t["groups"]["db_primary"] == ["db2"] and t["groups"]["db_replicas"] == ["db1"]
+    assert T.farm_addresses(t, "db_primary") == ["10.0.0.22"]
+    assert "db_primary" in t["hosts"]["db2"]["groups"] and "db_replicas" in t["hosts"]["db1"]["groups"]
+    # server ids belong to the host, not to its role
+    assert T.server_ids(t) == T.server_ids(topo())
+
+
+def test_db_primary_override_empty_keeps_the_groups():
+    t = T.topology(*_with_db_primary(""))
+    assert t["groups"]["db_primary"] == ["db1"]
+
+
+def test_db_primary_override_must_be_a_db_host():
+    with pytest.raises(AnsibleFilterError, match="webfarm_db_primary.*'web1'.*db1, db2"):
+        T.topology(*_with_db_primary("web1"))
