@@ -13,7 +13,9 @@ import ipaddress
 
 from ansible_collections.colo.webfarm.plugins.module_utils.topology import TopologyError, _err, _int_in
 
-PROTOS = ("tcp", "udp")
+PROTOS = ("tcp", "udp", "vrrp")
+# Protocols matched by IP protocol number alone (no port): VRRP is 112.
+PORTLESS = ("vrrp",)
 
 
 def _network(value, host, var):
@@ -38,6 +40,9 @@ def nft_rules(flows, host=None, controller=None):
     and ::/0 needs no source match. ``controller`` is an optional
     ``{"address", "port"}`` (the Ansible SSH connection) that is always
     allowed so a run can never lock out its own controller.
+    A ``vrrp`` flow (from colo.webfarm.vrrp_plan) has no port and gives
+    ``ip protocol vrrp ip saddr { peers }``; it is only opened to its
+    listed sources (always with a source match).
     """
     if isinstance(flows, (str, dict)) or not isinstance(flows, (list, tuple)):
         raise _err(host, "flows", flows, "a list of flows from colo.webfarm.firewall_flows")
@@ -47,10 +52,13 @@ def nft_rules(flows, host=None, controller=None):
         if not isinstance(flow, dict):
             raise _err(host, var, flow, "a mapping with name, proto, port and sources")
         name = str(flow.get("name", "flow-%d" % i)).replace('"', "'")
-        port = _int_in(host, var + ".port", flow.get("port"), 1, 65535)
         proto = flow.get("proto", "tcp")
         if proto not in PROTOS:
-            raise _err(host, var + ".proto", proto, "tcp or udp")
+            raise _err(host, var + ".proto", proto, "tcp, udp or vrrp")
+        if proto in PORTLESS:
+            port = None
+        else:
+            port = _int_in(host, var + ".port", flow.get("port"), 1, 65535)
         sources = flow.get("sources", [])
         if isinstance(sources, str) or not isinstance(sources, (list, tuple)):
             raise _err(host, var + ".sources", sources, "a list of CIDR networks")
@@ -60,6 +68,14 @@ def nft_rules(flows, host=None, controller=None):
         v6 = [n for n in nets if n.version == 6]
         any4 = any(n.prefixlen == 0 for n in v4)
         any6 = any(n.prefixlen == 0 for n in v6)
+        if port is None:
+            # IP protocol match (VRRP): never from anywhere, only from the
+            # listed peers; "ip protocol vrrp ip saddr { peers }".
+            if v4:
+                rules.append({"comment": name, "match": "ip protocol %s ip saddr %s" % (proto, _set(v4))})
+            if v6:
+                rules.append({"comment": name, "match": "ip6 nexthdr %s ip6 saddr %s" % (proto, _set(v6))})
+            continue
         dport = "%s dport %d" % (proto, port)
         if any4 and any6:
             rules.append({"comment": name, "match": dport})
