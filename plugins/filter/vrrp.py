@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: colo.webfarm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filter for the keepalived tier: who shares which virtual address."""
+"""Filters for the redundant tier: who shares which virtual address (keepalived)
+and which HAProxy balancers synchronise their stick tables (peers)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ def vrrp_plan(topology_, vips, group="", router_id_base=51):
     return _t.vrrp_plan(topology_, vips, group, router_id_base)
 
 
+@_ansible_errors
+def haproxy_peers(topology_):
+    return _t.haproxy_peers(topology_)
+
+
 class FilterModule(object):
     """colo.webfarm VRRP filters."""
 
     def filters(self):
         return {
             "vrrp_plan": vrrp_plan,
+            "haproxy_peers": haproxy_peers,
         }

@@ -45,6 +45,7 @@ DEFAULT_PORTS = {
     "rpcbind": 111,
     "redis": 6379,
     "balancer_admin": 8404,
+    "haproxy_peers": 10000,
 }
 DEFAULT_NFS_V3_PORTS = {"mountd": 20048, "statd": 32765, "lockd": 32768}
 
@@ -344,6 +345,11 @@ def build_topology(groups, hostvars):
         if balancer not in BALANCERS:
             raise _err(name, "webfarm_balancer", balancer, "one of %s" % ", ".join(BALANCERS))
         hosts[name]["balancer"] = balancer
+        if balancer == "haproxy":
+            # HAProxy peers (stick-table sync); inventory haproxy_peers_port overrides.
+            hosts[name]["peers_port"] = _int_in(
+                name, "haproxy_peers_port",
+                hostvars.get(name).get("haproxy_peers_port", DEFAULT_PORTS["haproxy_peers"]), 1, 65535)
 
     if topo["db"] and len(topo["db_primary"]) != 1:
         raise _err(None, "groups.db_primary", topo["db_primary"],
@@ -487,6 +493,7 @@ def firewall_flows(topology):
     primary = _cidrs(topology, ["db_primary"])
     replicas = _cidrs(topology, ["db_replicas"])
     native_tls = topology.get("tls_terminator") == "haproxy" or not g["edge"]
+    peers = {q["name"]: q for q in haproxy_peers(topology)}
     web_and_replicas = list(dict.fromkeys(web + replicas))
     web_and_primary = list(dict.fromkeys(web + primary))
     g = {k: set(v) for k, v in g.items()}
@@ -506,6 +513,9 @@ def firewall_flows(topology):
             else:
                 mine.append(_flow("http", p["http"], edge))
             mine.append(_flow("balancer-admin", p["balancer_admin"], admin))
+            if name in peers:
+                mine.append(_flow("haproxy-peers", peers[name]["port"],
+                                  [hosts[q]["cidr"] for q in peers if q != name]))
         if name in g["web"]:
             mine.append(_flow("http", h["port"], balancers))
         if name in g["db_primary"]:
@@ -525,6 +535,21 @@ def firewall_flows(topology):
         mine.extend(_extra_flows(topology, name))
         flows[name] = [f for f in mine if f["sources"]]
     return flows
+
+
+def haproxy_peers(topology):
+    """The HAProxy balancers that synchronise stick tables (``peers`` section).
+
+    ``[{name, address, port}]`` in topology order when the farm has two or
+    more HAProxy balancers; an empty list otherwise (a single balancer has
+    nobody to share its tables with). ``port`` is the host's
+    ``haproxy_peers_port`` (default 10000).
+    """
+    _require_topology(topology)
+    hosts = topology["hosts"]
+    out = [{"name": n, "address": hosts[n]["address"], "port": hosts[n].get("peers_port", DEFAULT_PORTS["haproxy_peers"])}
+           for n in topology["groups"]["balancers"] if hosts[n].get("balancer", "haproxy") == "haproxy"]
+    return out if len(out) >= 2 else []
 
 
 def nfs_exports(topology, path, options=None):

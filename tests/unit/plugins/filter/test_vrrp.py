@@ -119,3 +119,45 @@ def test_plan_does_not_mutate_inputs():
 
 def test_filter_registered():
     assert V.FilterModule().filters()["vrrp_plan"] is V.vrrp_plan
+
+
+# ------------------------------------------------------------ haproxy peers --
+
+def _lb_farm(balancers, extra=None):
+    groups = {"balancers": [b for b, _ in balancers], "web": ["web1"]}
+    hostvars = {"web1": {"webfarm_address": "10.0.0.11"}}
+    for i, (name, kind) in enumerate(balancers):
+        hostvars[name] = {"webfarm_address": "10.0.0.%d" % (20 + i), "webfarm_balancer": kind}
+        hostvars[name].update((extra or {}).get(name, {}))
+    return T.topology(groups, hostvars)
+
+
+def test_haproxy_peers_two_or_more_in_natural_order():
+    topo = _lb_farm([("lb10", "haproxy"), ("lb2", "haproxy"), ("lb3", "apache")])
+    assert V.haproxy_peers(topo) == [{"name": "lb2", "address": "10.0.0.21", "port": 10000},
+                                     {"name": "lb10", "address": "10.0.0.20", "port": 10000}]
+    flows = core.firewall_flows(topo)
+    assert {"name": "haproxy-peers", "proto": "tcp", "port": 10000, "sources": ["10.0.0.20/32"]} in flows["lb2"]
+    assert {"name": "haproxy-peers", "proto": "tcp", "port": 10000, "sources": ["10.0.0.21/32"]} in flows["lb10"]
+    assert not [f for f in flows["lb3"] if f["name"] == "haproxy-peers"]  # Apache has no peers
+
+
+def test_haproxy_peers_none_with_one_haproxy_balancer():
+    for balancers in ([("lb1", "haproxy")], [("lb1", "haproxy"), ("lb2", "apache")]):
+        topo = _lb_farm(balancers)
+        assert V.haproxy_peers(topo) == []
+        assert not [f for flows in core.firewall_flows(topo).values() for f in flows if f["name"] == "haproxy-peers"]
+
+
+def test_haproxy_peers_port_from_inventory_and_checked():
+    topo = _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")], {"lb2": {"haproxy_peers_port": 10001}})
+    assert [p["port"] for p in V.haproxy_peers(topo)] == [10000, 10001]
+    assert {"name": "haproxy-peers", "proto": "tcp", "port": 10001, "sources": ["10.0.0.20/32"]} in \
+        core.firewall_flows(topo)["lb2"]
+    with pytest.raises(AnsibleFilterError) as err:
+        _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")], {"lb1": {"haproxy_peers_port": 70000}})
+    assert "host 'lb1'" in str(err.value) and "haproxy_peers_port" in str(err.value)
+
+
+def test_haproxy_peers_filter_registered():
+    assert V.FilterModule().filters()["haproxy_peers"] is V.haproxy_peers
