@@ -129,6 +129,19 @@ CASES = {
                             "host 'db1': variable 'webfarm_extra_flows[0].port' is 70000"),
     "address-not-ip": (set_host("nfs1", webfarm_address="nfs1.internal"),
                        "host 'nfs1': variable 'webfarm_address' is 'nfs1.internal'; expected an IP address"),
+    # virtual address (keepalived): checked against the VRRP peers (the edge)
+    "vip-outside-peers-subnet": (lambda inv: (add_host(["edge"], "edge2", webfarm_address="10.0.0.4")(inv),
+                                              set_farm(webfarm_vip="10.99.0.100/24")(inv)),
+                                 "host 'edge1': variable 'webfarm_vip[0].address' is '10.99.0.100/24'; "
+                                 "expected an address in the subnet of every VRRP peer"),
+    "vip-same-router-id": (lambda inv: (add_host(["edge"], "edge2", webfarm_address="10.0.0.4")(inv),
+                                        set_farm(webfarm_vip=[
+                                            {"address": "10.0.0.100/24", "virtual_router_id": 7},
+                                            {"name": "api", "address": "10.0.0.101/24", "virtual_router_id": 7}])(inv)),
+                           "variable 'webfarm_vip[1].virtual_router_id' is 7; expected a virtual_router_id (1..255) "
+                           "no other VRRP group on the network uses"),
+    "vip-one-peer": (set_farm(webfarm_vip="10.0.0.100/24"),
+                     "variable 'groups.edge (the VRRP peers)' is ['edge1']; expected at least two hosts"),
 }
 
 
@@ -150,6 +163,15 @@ def test_valid_inventory_passes_and_touches_every_host(tmp_path):
     proc, touched = run_gate(tmp_path, copy.deepcopy(BASE))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert touched == ALL_HOSTS
+
+
+def test_valid_inventory_with_a_virtual_address_passes(tmp_path):
+    inventory = copy.deepcopy(BASE)
+    add_host(["edge"], "edge2", webfarm_address="10.0.0.4")(inventory)
+    set_farm(webfarm_vip="10.0.0.100/24")(inventory)
+    proc, touched = run_gate(tmp_path, inventory)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert touched == ALL_HOSTS | {"edge2"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
