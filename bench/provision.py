@@ -8,9 +8,12 @@ Measures, side by side in one run:
      calls (ansible.builtin.ping) as tasks run 2 actually executed there, with
      the same inventory, connection, forks and ansible.cfg.
 2 and 3 run --runs times, interleaved (2,3,2,3,...); medians are reported,
-with the per-host time of 2 and the ratio 2/3.
+with the per-host time of 2 and the ratio 2/3. With --strategies linear,mitogen
+(the default) 2 and 3 run once per strategy in each round, so Ansible's own
+linear strategy and Mitogen's mitogen_linear are compared in one run; the
+cold converge uses the first strategy.
 
-    .venv/bin/python bench/provision.py [--runs 3] [--skip-cold]
+    .venv/bin/python bench/provision.py [--runs 3] [--skip-cold] [--strategies linear,mitogen]
 
 Writes bench/results/provision.json. Run it from the repo root after
 `scripts/bootstrap.sh`; it creates and keeps the lab (`make lab-down` removes it).
@@ -32,7 +35,12 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 INVENTORY = os.path.join(REPO, "inventories", "lab", "hosts.yml")
 
 
-def env():
+def mitogen_strategy_dir():
+    import ansible_mitogen  # noqa: PLC0415 (only needed for --strategies mitogen)
+    return os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy")
+
+
+def env(strategy="linear"):
     e = dict(os.environ)
     e.update({
         "PATH": os.path.join(REPO, ".venv", "bin") + os.pathsep + e.get("PATH", ""),
@@ -41,12 +49,17 @@ def env():
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_NOCOLOR": "1",
     })
+    for k in ("ANSIBLE_STRATEGY", "ANSIBLE_STRATEGY_PLUGINS"):
+        e.pop(k, None)
+    if strategy == "mitogen":
+        # what WEBFARM_MITOGEN=1 in scripts/env.sh sets
+        e.update({"ANSIBLE_STRATEGY_PLUGINS": mitogen_strategy_dir(), "ANSIBLE_STRATEGY": "mitogen_linear"})
     return e
 
 
-def playbook(path, *extra):
+def playbook(path, *extra, strategy="linear"):
     t0 = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, path, *extra], cwd=REPO, env=env(),
+    proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, path, *extra], cwd=REPO, env=env(strategy),
                           capture_output=True, text=True)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
@@ -97,10 +110,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-cold", action="store_true", help="keep the running lab; skip the cold converge")
+    ap.add_argument("--strategies", default="linear,mitogen",
+                    help="comma-separated: linear (Ansible's own) and/or mitogen (mitogen_linear)")
     args = ap.parse_args()
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not strategies or set(strategies) - {"linear", "mitogen"}:
+        ap.error("--strategies takes linear and/or mitogen, got %r" % args.strategies)
     site = os.path.join(REPO, "site.yml")
     lab = os.path.join(REPO, "playbooks", "lab.yml")
-    results = {"benchmark": "provision", "inventory": os.path.relpath(INVENTORY, REPO), "runs": args.runs}
+    results = {"benchmark": "provision", "inventory": os.path.relpath(INVENTORY, REPO), "runs": args.runs,
+               "cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0]}
 
     if not args.skip_cold:
         subprocess.run(["ansible-playbook", "-i", INVENTORY, lab, "-e", "lab_state=absent"],
@@ -108,39 +127,51 @@ def main():
                        capture_output=True)
         subprocess.run(["ansible-playbook", "-i", INVENTORY, lab], cwd=REPO,
                        env=dict(env(), ANSIBLE_STDOUT_CALLBACK="default"), check=True, capture_output=True)
-        results["cold"] = summarise(*playbook(site))
-        print("cold converge: %(wall_s).1f s, changed=%(changed)d" % results["cold"])
+        results["cold"] = summarise(*playbook(site, strategy=strategies[0]))
+        results["cold"]["strategy"] = strategies[0]
+        print("cold converge (%s): %.1f s, changed=%d" % (strategies[0], results["cold"]["wall_s"],
+                                                           results["cold"]["changed"]))
 
-    idem, floor = [], []
+    idem = {s: [] for s in strategies}
+    floor = {s: [] for s in strategies}
     with tempfile.TemporaryDirectory() as tmp:
         floor_path = None
         for i in range(args.runs):
-            idem.append(summarise(*playbook(site)))
-            if floor_path is None:
-                floor_path = floor_playbook(idem[0]["tasks_per_host"], tmp)
-            floor.append(summarise(*playbook(floor_path)))
-            print("run %d: idempotent %.1f s (changed=%d), floor %.1f s"
-                  % (i + 1, idem[-1]["wall_s"], idem[-1]["changed"], floor[-1]["wall_s"]))
-    med_idem = statistics.median(r["wall_s"] for r in idem)
-    med_floor = statistics.median(r["wall_s"] for r in floor)
-    hosts = idem[0]["hosts"]
-    results.update({
-        "idempotent": {"runs": idem, "median_wall_s": med_idem,
-                       "per_host_s": round(med_idem / hosts, 2),
-                       "changed_max": max(r["changed"] for r in idem)},
-        "floor": {"runs": floor, "median_wall_s": med_floor},
-        "ratio_idempotent_to_floor": round(med_idem / med_floor, 2),
-        "targets": {"per_host_s_max": 3.0, "changed": 0, "ratio_max": 1.5},
-    })
-    results["met"] = (results["idempotent"]["per_host_s"] <= 3.0 and results["idempotent"]["changed_max"] == 0
-                      and results["ratio_idempotent_to_floor"] <= 1.5)
+            for strat in strategies:
+                idem[strat].append(summarise(*playbook(site, strategy=strat)))
+                if floor_path is None:
+                    floor_path = floor_playbook(idem[strat][0]["tasks_per_host"], tmp)
+                floor[strat].append(summarise(*playbook(floor_path, strategy=strat)))
+                print("run %d %-8s: idempotent %.1f s (changed=%d), floor %.1f s"
+                      % (i + 1, strat, idem[strat][-1]["wall_s"], idem[strat][-1]["changed"],
+                         floor[strat][-1]["wall_s"]))
+    by_strategy = {}
+    for strat in strategies:
+        med_idem = statistics.median(r["wall_s"] for r in idem[strat])
+        med_floor = statistics.median(r["wall_s"] for r in floor[strat])
+        hosts = idem[strat][0]["hosts"]
+        row = {
+            "idempotent": {"runs": idem[strat], "median_wall_s": med_idem,
+                           "per_host_s": round(med_idem / hosts, 2),
+                           "changed_max": max(r["changed"] for r in idem[strat])},
+            "floor": {"runs": floor[strat], "median_wall_s": med_floor},
+            "ratio_idempotent_to_floor": round(med_idem / med_floor, 2),
+        }
+        row["met"] = (row["idempotent"]["per_host_s"] <= 3.0 and row["idempotent"]["changed_max"] == 0
+                      and row["ratio_idempotent_to_floor"] <= 1.5)
+        by_strategy[strat] = row
+        print("%-8s idempotent median %.1f s for %d hosts (%.2f s/host), changed max %d; floor median %.1f s; "
+              "ratio %.2f" % (strat, med_idem, hosts, row["idempotent"]["per_host_s"],
+                              row["idempotent"]["changed_max"], med_floor, row["ratio_idempotent_to_floor"]))
+    results.update({"strategies": by_strategy, "targets": {"per_host_s_max": 3.0, "changed": 0, "ratio_max": 1.5}})
+    if "linear" in by_strategy and "mitogen" in by_strategy:
+        results["linear_to_mitogen_idempotent"] = round(
+            by_strategy["linear"]["idempotent"]["median_wall_s"] / by_strategy["mitogen"]["idempotent"]["median_wall_s"], 2)
+        print("idempotent run: linear takes %.2fx the time of mitogen_linear" % results["linear_to_mitogen_idempotent"])
     os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
     with open(os.path.join(REPO, "bench", "results", "provision.json"), "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
-    print("idempotent median %.1f s for %d hosts (%.2f s/host), changed max %d; floor median %.1f s; ratio %.2f"
-          % (med_idem, hosts, results["idempotent"]["per_host_s"], results["idempotent"]["changed_max"],
-             med_floor, results["ratio_idempotent_to_floor"]))
     return 0
 
 

@@ -16,3 +16,13 @@ if [ -e "$HOME/.ansible/collections/ansible_collections/colo/webfarm" ]; then
   echo "[env] removing stale $HOME/.ansible/collections/ansible_collections/colo/webfarm (it shadows the checkout)" >&2
   rm -rf "$HOME/.ansible/collections/ansible_collections/colo/webfarm"
 fi
+# WEBFARM_MITOGEN=1: run playbooks with Mitogen's mitogen_linear strategy (one
+# persistent Python per host instead of a `docker exec` + interpreter start
+# per task; see bench/README.md, provisioning). Mitogen only takes over
+# connections named by their short name (`ansible_connection: docker`, `ssh`).
+if [ "${WEBFARM_MITOGEN:-0}" = 1 ]; then
+  for __d in "$VENV"/lib/python3*/site-packages/ansible_mitogen/plugins/strategy; do
+    [ -d "$__d" ] && export ANSIBLE_STRATEGY_PLUGINS="$__d" ANSIBLE_STRATEGY=mitogen_linear
+  done
+  unset __d
+fi
