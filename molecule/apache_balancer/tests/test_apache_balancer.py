@@ -269,6 +269,45 @@ def test_legacy_backend_cookie_mode_end_to_end(host):
     assert res.returncode == 0, res.output[-3000:]
 
 
+# ------------------------------------------------- PROXY protocol (edge) --
+
+def test_proxy_protocol_behind_an_edge(host):
+    """Behind stunnel on edge hosts the balancer reads the client address from
+    the PROXY v1 header; a connection without it is refused (the admin network
+    and localhost are exempt)."""
+    lb = other(host, "apache_balancer-lb1")
+    fake = "198.51.100.%d" % (int(time.time()) % 200 + 20)
+    res = playbook("proxy.yml")
+    assert res.returncode == 0, res.output[-3000:]
+    try:
+        conf = lb.file("/etc/apache2/webfarm/balancer.conf").content_string
+        assert "RemoteIPProxyProtocol On" in conf, conf
+        # a PROXY v1 header claiming another client: the backend and the
+        # balancer's access log see that address
+        d = probe(host, URL + "cgi-bin/headers?proxy-check", "--count 1 --proxy-src %s" % fake)
+        assert d["status"] == {"200": 1}, d
+        assert json.loads(d["first"]["body"])["x-forwarded-for"] == fake
+        log = lb.check_output("cat /var/log/apache2/*access.log")
+        assert re.search(r"\b%s\b.*GET /cgi-bin/headers\?proxy-check" % re.escape(fake), log), log[-2000:]
+        # curl speaks PROXY v1 with its own address
+        code = host.check_output("curl -s -o /dev/null -w '%%{http_code}' --haproxy-protocol %s" % URL)
+        assert code == "200"
+        # without the header the balancer closes the connection without an answer
+        plain = probe(host, URL, "--count 5 --seconds 20")
+        assert plain["status"] == {"0": 5}, plain
+        assert host.run("curl -s -o /dev/null %s" % URL).rc != 0
+        # exempt sources talk plain HTTP: the admin host and localhost
+        admin = other(host, "apache_balancer-admin")
+        assert admin.check_output("curl -s -o /dev/null -w '%%{http_code}' -u admin:molecule-admin-secret %s"
+                                  % MANAGER) == "200"
+        assert lb.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8404/balancer-manager") == "200"
+    finally:
+        res = playbook("mode.yml")
+    assert res.returncode == 0, res.output[-3000:]
+    assert "RemoteIPProxyProtocol" not in lb.file("/etc/apache2/webfarm/balancer.conf").content_string
+    assert probe(host, URL, "--count 3")["status"] == {"200": 3}
+
+
 # ------------------------------------------------------------- bad input --
 
 def test_bad_input_fails_before_writing_config(host):
