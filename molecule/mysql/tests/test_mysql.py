@@ -6,6 +6,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import zlib
 
 import pytest
 import testinfra
@@ -213,6 +214,15 @@ webfarm:
      "variable(s) mysql_replication_password still hold a placeholder value"),
     ("replica without a primary", "repl-Secret-16", "            {}",
      "groups.db_primary"),
+    ("two primaries", "repl-Secret-16",
+     "            bad-db1: {ansible_host: no-such-container-1, webfarm_address: 192.0.2.41}\n"
+     "            bad-db3: {ansible_host: no-such-container-3, webfarm_address: 192.0.2.43}",
+     "exactly one host in group 'db_primary'"),
+    ("duplicate server ids", "repl-Secret-16",
+     # the id the topology derives from the name bad-db2
+     "            bad-db1: {ansible_host: no-such-container-1, webfarm_address: 192.0.2.41, "
+     "webfarm_server_id: %d}" % (zlib.crc32(b"bad-db2") % (2 ** 32 - 1) + 1),
+     "have the same MySQL server_id %d" % (zlib.crc32(b"bad-db2") % (2 ** 32 - 1) + 1)),
 ])
 def test_bad_input_fails_before_any_host_is_touched(case, repl, primary, expected):
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,3 +236,78 @@ def test_bad_input_fails_before_any_host_is_touched(case, repl, primary, expecte
     assert "bad-db2" in out
     # the hosts do not exist: reaching one would say UNREACHABLE
     assert "UNREACHABLE" not in out and "no-such-container" not in out, out[-3000:]
+
+
+REPL = ("replicator", "repl-Secret-16")
+
+
+def repl_login(client, *tls):
+    """Log in to the primary as the replication user from `client`."""
+    return node(client).run("mariadb --batch --skip-column-names --connect-timeout=5 -u %s -p%s -h %s %s "
+                            "-e 'SHOW STATUS LIKE \"Ssl_version\"'" % (REPL[0], REPL[1], ADDR[PRIMARY], " ".join(tls)))
+
+
+@pytest.mark.parametrize("name", REPLICAS)
+def test_replication_channel_uses_tls_and_verifies_the_primary(name):
+    st = replica_status(name)
+    assert st["Master_SSL_Allowed"] == "Yes", st
+    assert st["Master_SSL_CA_File"] == "/etc/mysql/ssl/ca.crt", st
+    assert st["Master_SSL_Verify_Server_Cert"] == "Yes", st
+    assert st["Slave_IO_Running"] == "Yes" and st["Last_IO_Error"] == "", st
+    # the primary sees the replica's binlog dump connection encrypted
+    host = node(PRIMARY)
+    key = host.file("/etc/mysql/ssl/webfarm.key")
+    assert key.mode == 0o600 and key.user == "mysql", (key.mode, key.user)
+
+
+@pytest.mark.parametrize("name", ["mysql-db2", "mysql-db4"])
+def test_replication_user_is_refused_without_tls(name):
+    plain = repl_login(name, "--skip-ssl")
+    assert plain.rc != 0 and "Access denied" in plain.stderr, (plain.stdout, plain.stderr)
+    # the same account over TLS, verifying the primary's certificate against the lab CA
+    tls = repl_login(name, "--ssl", "--ssl-ca=/etc/mysql/ssl/ca.crt", "--ssl-verify-server-cert")
+    assert tls.rc == 0, tls.stderr
+    assert tls.stdout.split()[1].startswith("TLSv1."), tls.stdout
+
+
+def test_primary_serves_the_lab_certificate_naming_every_db_address():
+    out = node(PRIMARY).run("openssl x509 -noout -ext subjectAltName -in /etc/mysql/ssl/webfarm.crt").stdout
+    for name in [PRIMARY] + REPLICAS:
+        assert "IP Address:" + ADDR[name] in out, out
+    grants = value(PRIMARY, "SHOW CREATE USER 'replicator'@'172.29.16.42'")
+    assert "REQUIRE SSL" in grants, grants
+
+
+UNREACHABLE_PRIMARY = """
+webfarm:
+  vars:
+    ansible_connection: community.docker.docker
+    webfarm_db_password: app-Secret-16
+    mysql_replication_password: repl-Secret-16
+  children:
+    db:
+      children:
+        db_primary:
+          hosts:
+            bad-db1: {ansible_host: no-such-container-1, webfarm_address: 192.0.2.41}
+        db_replicas:
+          hosts:
+            mysql-db2: {ansible_host: mysql-db2, webfarm_address: 172.29.16.42}
+"""
+
+
+def test_replica_whose_primary_is_unreachable_fails_before_anything_is_written():
+    conf = "/etc/mysql/mariadb.conf.d/60-webfarm.cnf"
+    before = node("mysql-db2").file(conf).md5sum
+    with tempfile.TemporaryDirectory() as tmp:
+        inv = os.path.join(tmp, "hosts.yml")
+        with open(inv, "w") as f:
+            f.write(UNREACHABLE_PRIMARY)
+        res = run_playbook("molecule/mysql/bad_input.yml", inv)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "host 'mysql-db2': it is listed in group 'db_replicas' but its primary 'bad-db1'" in out, out[-3000:]
+    # the check ran before the server tasks: nothing was installed or written on the replica
+    assert "Write the server configuration" not in out, out[-3000:]
+    assert node("mysql-db2").file(conf).md5sum == before
+    assert replica_status("mysql-db2")["Master_Host"] == ADDR[PRIMARY]

@@ -127,3 +127,54 @@ def test_semi_sync_off_renders_off_everywhere():
         role = options(render("61-webfarm-role.cnf.j2", f, True, mysql_semi_sync=False))
         assert role[f["config"]["semi_sync_source_enabled"]] == "OFF"
         assert role[f["config"]["semi_sync_replica_enabled"]] == "OFF"
+
+
+def _vars_main():
+    with open(os.path.join(ROLE, "vars", "main.yml")) as f:
+        return yaml.safe_load(f)
+
+
+def _tls_args(tls, verify=True, tls_dir="/etc/mysql/ssl"):
+    """vars/main.yml's __mysql_source_tls_args, rendered like Ansible would."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["bool"] = bool
+    expr = _vars_main()["__mysql_source_tls_args"].strip()
+    return env.compile_expression(expr[2:-2].strip())(
+        mysql_replication_tls=tls, mysql_tls_verify_server_cert=verify, mysql_tls_dir=tls_dir)
+
+
+@pytest.mark.parametrize("name,prefix,options", [
+    ("mariadb", "CHANGE MASTER TO", "MASTER_SSL=%s, MASTER_SSL_CA=%s, MASTER_SSL_VERIFY_SERVER_CERT=%s"),
+    ("mysql", "CHANGE REPLICATION SOURCE TO", "SOURCE_SSL=%s, SOURCE_SSL_CA=%s, SOURCE_SSL_VERIFY_SERVER_CERT=%s"),
+])
+def test_replication_tls_statements(name, prefix, options):
+    sql = flavour(name)["sql"]
+    assert sql["source_tls"] == options
+    assert sql["change_source"].startswith(sql["change_options"] + " ")
+    # the role appends the TLS options to the full statement: 4 + 3 arguments
+    full = "%s, %s" % (sql["change_source"], sql["source_tls"])
+    assert full.count("%s") == 7 == 4 + len(_tls_args(True))
+    if name == "mysql":
+        assert not REMOVED_IN_84.search(full) and not REMOVED_IN_84.search(sql["reload_tls"])
+        assert sql["reload_tls"] == "ALTER INSTANCE RELOAD TLS"
+        cols = flavour(name)["columns"]
+        assert (cols["ssl_allowed"], cols["ssl_verify"]) == ("Source_SSL_Allowed", "Source_SSL_Verify_Server_Cert")
+    else:
+        assert sql["reload_tls"] == "FLUSH NO_WRITE_TO_BINLOG SSL"
+
+
+def test_replication_tls_arguments():
+    assert _tls_args(True) == [1, "/etc/mysql/ssl/ca.crt", 1]
+    assert _tls_args(True, verify=False) == [1, "/etc/mysql/ssl/ca.crt", 0]
+    assert _tls_args(False) == [0, "", 0]
+
+
+@pytest.mark.parametrize("name", ["mariadb", "mysql"])
+def test_replication_tls_renders_server_certificate_options(name):
+    f = flavour(name)
+    on = options(render("60-webfarm.cnf.j2", f, True, mysql_replication_tls=True, mysql_tls_dir="/etc/mysql/ssl"))
+    assert on["ssl_cert"] == "/etc/mysql/ssl/webfarm.crt"
+    assert on["ssl_key"] == "/etc/mysql/ssl/webfarm.key"
+    assert on["ssl_ca"] == "/etc/mysql/ssl/ca.crt"
+    off = options(render("60-webfarm.cnf.j2", f, True))
+    assert not {"ssl_cert", "ssl_key", "ssl_ca"} & set(off)
