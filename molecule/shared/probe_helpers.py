@@ -40,3 +40,10 @@ def wait_probe(host, unit, bound=60):
             return json.loads(host.file("/tmp/%s.json" % unit).content_string)
         time.sleep(1)
     raise AssertionError("probe %s did not finish within %d s" % (unit, bound))
+
+
+def stop_probe(host, unit, bound=60):
+    """End a probe started with start_probe (SIGTERM: it finishes the request
+    in flight and writes its summary) and return its JSON report."""
+    host.run("systemctl stop %s" % unit)
+    return wait_probe(host, unit, bound)

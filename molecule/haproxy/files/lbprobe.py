@@ -10,12 +10,16 @@ with --timeline, every answer with its time.
 --follow NAME           take cookie NAME from the first answer that sets it
                         and send it with the following requests
 --proxy-src random|IP   speak PROXY v1 first, claiming this client address
+
+SIGTERM (e.g. `systemctl stop` of a probe started with systemd-run) ends the
+loop after the request in flight and still writes the summary.
 """
 import argparse
 import os
 import http.client
 import json
 import random
+import signal
 import socket
 import ssl
 import sys
@@ -91,11 +95,13 @@ def main():
     args.count = min(args.count, 100000)
     args.seconds = min(args.seconds, 600.0)
 
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     cookies = dict(c.split("=", 1) for c in args.cookie)
     summary = {"url": args.url, "total": 0, "status": {}, "served": {}, "cookies": [],
                "errors": [], "timeline": []}
     start = time.time()
-    while summary["total"] < args.count and time.time() - start < args.seconds:
+    while summary["total"] < args.count and time.time() - start < args.seconds and not stop:
         r = one(args, cookies)
         summary["total"] += 1
         summary["status"][str(r["status"])] = summary["status"].get(str(r["status"]), 0) + 1
@@ -115,7 +121,7 @@ def main():
             summary["first"] = {k: r.get(k) for k in ("status", "served", "set_cookie", "location", "headers", "body")}
         if args.timeline:
             summary["timeline"].append({k: r.get(k) for k in ("t", "ms", "status", "served", "set_cookie")})
-        if args.interval:
+        if args.interval and not stop:
             time.sleep(args.interval)
     summary["seconds"] = round(time.time() - start, 3)
     summary["final_cookies"] = cookies
