@@ -87,6 +87,28 @@ def promote(inv, *extra):
     return res.returncode, res.stdout + res.stderr
 
 
+APP_CONFIG = "/var/www/webfarm/config/config.php"
+# Writes a row through the reference app's rendered settings (its own connect()).
+APP_WRITE = ('require "/var/www/webfarm/src/App.php"; $c = Webfarm\\App::loadConfig(); '
+             '$p = Webfarm\\App::connect($c["db"], $c["db"]["host"], (int) $c["db"]["port"]); '
+             '$p->exec("INSERT INTO shop.marker VALUES (\'" . $argv[1] . "\')"); echo $c["db"]["host"];')
+
+
+def app_settings_host():
+    """The primary the reference app's rendered settings name."""
+    res = node(P + "web1").run("php8.2 -r %s" % q('echo (require "%s")["db"]["host"];' % APP_CONFIG))
+    assert res.rc == 0, res.stderr
+    return res.stdout.strip()
+
+
+def app_write(token):
+    return node(P + "web1").run("php8.2 -r %s %s" % (q(APP_WRITE), token))
+
+
+def test_app_settings_name_the_inventory_primary_before_any_promotion():
+    assert app_settings_host() == ADDR[P + "db1"]
+
+
 def test_errant_candidate_aborts_and_leaves_the_primary_untouched():
     db1, db2 = P + "db1", P + "db2"
     value(db2, "SET SESSION sql_log_bin=1; CREATE DATABASE errant_probe")   # a local write: errant GTID
@@ -156,6 +178,19 @@ def test_switchover_moves_the_primary_and_the_marker_travels_to_the_old_primary(
     assert res.rc != 0 and "read-only" in res.stderr
     # semi-sync follows the role: the new primary waits for ACKs from both replicas
     assert value(db2, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'").split()[1] == "ON"
+    # the repointed replicas and the demoted old primary replicate over TLS and check db2's certificate
+    for name in (db1, db3):
+        st = status(name)
+        assert st["Master_SSL_Allowed"] == "Yes" and st["Master_SSL_Verify_Server_Cert"] == "Yes", (name, st)
+    # the same run re-rendered the app's settings with the new primary: the app writes there
+    assert "Web nodes whose database settings now name '%s' (re-rendered in this run): %s" % (db2, P + "web1") in out, \
+        out[-3000:]
+    assert app_settings_host() == ADDR[db2]
+    token = uuid.uuid4().hex
+    res = app_write(token)
+    assert res.rc == 0 and res.stdout.strip() == ADDR[db2], (res.stdout, res.stderr)
+    for name in (db1, db3):
+        wait_for(name, "SELECT COUNT(*) FROM shop.marker WHERE token = '%s'" % token, "1", 10)
 
 
 def test_repoint_checks_the_inventory_against_the_databases():
@@ -186,6 +221,10 @@ def test_failover_promotes_the_most_advanced_replica():
         wait_for(db1, "SELECT COUNT(*) FROM shop.marker WHERE token = '%s'" % token, "1", 10)
         # and the app writes on the new primary
         assert app(db3, "INSERT INTO shop.marker VALUES ('%s')" % uuid.uuid4().hex).rc == 0
+        # through its settings, re-rendered in the same run
+        assert app_settings_host() == ADDR[db3]
+        res = app_write(uuid.uuid4().hex)
+        assert res.rc == 0 and res.stdout.strip() == ADDR[db3], (res.stdout, res.stderr)
     finally:
         subprocess.run(["docker", "start", db2], capture_output=True, timeout=60)
 
