@@ -8,6 +8,7 @@ The failover tests stop containers and services and restore them at the end
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ URL = "http://%s/" % VIP
 LBS = ["keepalived-lb1", "keepalived-lb2"]
 PRIORITY = {"keepalived-lb1": 200, "keepalived-lb2": 190}
 ADDRESS = {"keepalived-lb1": "172.29.21.11", "keepalived-lb2": "172.29.21.12"}
+CLIENT = "172.29.21.50"
 MOVE_BOUND = 3.0
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,7 +172,8 @@ def test_config_priorities_peers_and_nopreempt(name):
     assert "unicast_src_ip %s" % ADDRESS[name] in conf
     assert "unicast_peer {\n        %s\n" % ADDRESS[other] in conf
     assert "%s/24 dev eth0" % VIP in conf
-    assert "auth_type PASS" in conf
+    # the scenario runs VRRPv3 with half-second adverts (no VRRP authentication in v3)
+    assert "vrrp_version 3" in conf and "advert_int 0.5\n" in conf and "auth_pass" not in conf
     assert lb_exec(name, "stat -c %a /etc/keepalived/keepalived.conf").stdout.strip() == "600"
     assert lb_exec(name, "keepalived --config-test -f /etc/keepalived/keepalived.conf").returncode == 0
 
@@ -221,6 +224,111 @@ def test_killing_haproxy_moves_the_address(host, report):
     wait_ready(failed_node)
     time.sleep(5)
     assert holders() == [survivor]
+
+
+# Raw IP sockets get a packet only after netfilter's input hook accepted it:
+# what this listener counts is what the firewall let through.
+RAW_LISTEN = r"""
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.settimeout(0.2)
+end, seen = time.time() + float(sys.argv[1]), {}
+while time.time() < end:
+    try:
+        data, addr = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    seen[addr[0]] = seen.get(addr[0], 0) + 1
+print(json.dumps(seen))
+"""
+# A VRRPv2 advert for a router id nobody uses (200), so even if it got
+# through it would not disturb the real instance.
+RAW_SEND = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+pkt = bytes([0x21, 200, 1, 1, 1, 1, 0, 0]) + socket.inet_aton("172.29.21.200") + b"\0" * 8
+for _ in range(int(sys.argv[2])):
+    s.sendto(pkt, (sys.argv[1], 0))
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("name", LBS)
+def test_firewall_accepts_vrrp_from_the_peer_only(name):
+    other = [n for n in LBS if n != name][0]
+    rules = lb_exec(name, "nft list chain inet webfarm input").stdout
+    vrrp = [line.strip() for line in rules.splitlines() if "vrrp" in line]
+    assert vrrp == ['ip protocol vrrp ip saddr %s accept comment "vrrp"' % ADDRESS[other]], vrrp
+    peers = [line.strip() for line in rules.splitlines() if "haproxy-peers" in line]
+    assert peers == ['ip saddr %s tcp dport 10000 accept comment "haproxy-peers"' % ADDRESS[other]], peers
+
+
+def test_vrrp_from_a_non_peer_is_dropped_and_the_peer_gets_through(host):
+    restore()
+    master = holders()
+    assert len(master) == 1, master
+    backup = [n for n in LBS if n != master[0]][0]
+    listen = subprocess.Popen(["docker", "exec", backup, "python3", "-c", RAW_LISTEN, "4"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    host.check_output("python3 -c %s %s 20" % (shlex.quote(RAW_SEND), ADDRESS[backup]))
+    seen = json.loads(listen.communicate(timeout=30)[0])
+    client = CLIENT
+    assert seen.get(ADDRESS[master[0]], 0) >= 2, seen  # the master's adverts arrive
+    assert client not in seen, seen  # 20 forged adverts from the client: none arrive
+    assert holders() == master  # and nothing moved
+
+
+def runtime(name, command):
+    """One command on HAProxy's runtime API (admin socket) of a balancer."""
+    py = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
+          "s.sendall(sys.argv[1].encode() + b'\\n'); out = b''\n"
+          "while True:\n    d = s.recv(65536)\n    if not d: break\n    out += d\n"
+          "sys.stdout.write(out.decode())")
+    res = docker("exec", name, "python3", "-c", py, command, timeout=20)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def table_entry(name, address):
+    """The web_source stick-table line for ``address`` on balancer ``name`` ('' if none)."""
+    for line in runtime(name, "show table web_source").splitlines():
+        if "key=" in line and line.split("key=")[1].split()[0].endswith(address):
+            return line
+    return ""
+
+
+def test_stick_table_entries_sync_between_balancers(host):
+    restore()
+    for name in LBS:  # the peers connection is up on both sides
+        other = [n for n in LBS if n != name][0]
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            out = runtime(name, "show peers")
+            if "id=%s(remote" % other in out and "status=ESTA" in out:
+                break
+            time.sleep(0.5)
+        assert "id=%s(remote" % other in out and "status=ESTA" in out, out
+    for name in LBS:
+        runtime(name, "clear table web_source")
+    holder = holders()[0]
+    other = [n for n in LBS if n != holder][0]
+    client = CLIENT
+    assert table_entry(other, client) == ""
+    served = host.check_output(
+        "python3 -c \"import urllib.request as u; print(u.urlopen('http://%s:8080/', timeout=5)"
+        ".headers['X-Served-By'])\"" % VIP).strip()
+    assert served.startswith("keepalived-web"), served
+    mine = table_entry(holder, client)
+    assert mine, runtime(holder, "show table web_source")
+    deadline = time.time() + 5
+    synced = ""
+    while time.time() < deadline and not synced:
+        synced = table_entry(other, client)
+        time.sleep(0.2)
+    assert synced, "entry created on %s never reached %s" % (holder, other)
+    sid = [w for w in mine.split() if w.startswith("server_id=")]
+    assert sid and sid == [w for w in synced.split() if w.startswith("server_id=")], (mine, synced)
 
 
 def playbook(name, *extra_inventories, **extra):
