@@ -2,6 +2,7 @@
 # After site.yml: print the farm's https URL and check, in one line, that a
 # request from this machine went through the whole chain (TLS edge ->
 # balancer -> web node -> app) and that the app saw this machine's address.
+# With webfarm_vip the URL is the virtual address (keepalived).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/env.sh
@@ -20,7 +21,13 @@ def hosts(g):
     return sorted(set(out))
 front = hosts("edge") or hosts("balancers")
 h = hv[front[0]]
-print(h.get("webfarm_address") or h.get("ansible_host"))')"
+vip = h.get("webfarm_vip") or ""
+if isinstance(vip, list):  # one address per service: the first is the web entry
+    vip = vip[0] if vip else ""
+if isinstance(vip, dict):
+    vip = vip.get("address", "")
+# With a floating address (keepalived) the farm answers there, whoever holds it.
+print(vip.split("/")[0] if vip else (h.get("webfarm_address") or h.get("ansible_host")))')"
 url="https://$entry/"
 mine="$(ip -o route get "$entry" | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
 echo "[lab] the farm answers at $url (self-signed lab CA: curl -k, or trust the lab CA)"
