@@ -14,7 +14,8 @@ Failure kinds (each round fails whichever balancer holds the address):
   service  HAProxy killed on the holder (masked so systemd cannot restart it);
            restored after the round
   stop     `docker stop` of the holder (clean shutdown); started again after
-  crash    `docker kill` of the holder (no shutdown: 3 missed adverts)
+  crash    `docker kill` of the holder (no shutdown: 3 missed adverts);
+           timed from the container's death (State.FinishedAt)
 
 Traffic goes only to the scenario's own containers (the address must lie in
 172.29.21.0/24): one request every --interval ms with a sticky cookie from
@@ -77,6 +78,17 @@ def restore(name):
     wait_ready(name)
 
 
+def died_at(name):
+    """When the container stopped (host clock), from docker's State.FinishedAt."""
+    out = docker("inspect", "-f", "{{.State.FinishedAt}}", name).stdout.strip()
+    try:
+        stamp, frac = out.rstrip("Z").split(".")
+        when = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc)
+        return when.timestamp() + float("0." + frac)
+    except ValueError:
+        return None
+
+
 def fail(kind, name):
     """Fail ``name``; returns the time of the failure (host clock = container clock)."""
     if kind == "service":
@@ -131,10 +143,10 @@ def one_round(kind, vip, args):
     loop.start()
     time.sleep(1.5)
     t0, proc = fail(kind, active)
-    moved = None
+    moved_at = None
     while time.time() - t0 < args.seconds - 2:
         if holds(other, vip):
-            moved = time.time() - t0
+            moved_at = time.time()
             break
         time.sleep(0.05)
     time.sleep(3)
@@ -142,7 +154,13 @@ def one_round(kind, vip, args):
     loop.join(10)
     if proc:
         proc.wait(timeout=60)
-    failed = [r for r in loop.reqs if not r["ok"]]
+    if kind == "crash":
+        # on a loaded machine `docker kill` may take a while to act: count
+        # from the moment the container died (SIGKILL: no shutdown at all)
+        t0 = max(t0, died_at(active) or t0)
+    moved = (moved_at - t0) if moved_at is not None else None
+    # requests that failed before the failure (load timeouts) are not the failover's
+    failed = [r for r in loop.reqs if not r["ok"] and r["t"] >= t0 - args.timeout]
     if failed:
         last = max(r["t"] for r in failed)
         after = [r["t"] for r in loop.reqs if r["ok"] and r["t"] > last]
@@ -154,6 +172,19 @@ def one_round(kind, vip, args):
     return {"failed_node": active, "new_holder": other, "move_s": round(moved, 3) if moved is not None else None,
             "served_again_s": round(served, 3) if served is not None else None, "failed_requests": len(failed),
             "requests": len(loop.reqs), "backends": backends, "same_backend": len(backends) == 1}
+
+
+def vrrp_settings(name):
+    """advert_int, VRRP version and check timing as configured on ``name`` (keepalived.conf)."""
+    conf = docker("exec", name, "cat", "/etc/keepalived/keepalived.conf", timeout=20).stdout
+    words = {}
+    for line in conf.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("advert_int", "vrrp_version", "interval", "fall", "timeout"):
+            words.setdefault(parts[0], parts[1])
+    return {"vrrp_version": int(words.get("vrrp_version", 2)), "advert_int_s": float(words.get("advert_int", 1)),
+            "check": "interval %s s, timeout %s s, fall %s" % (words.get("interval", "?"), words.get("timeout", "?"),
+                                                              words.get("fall", "?"))}
 
 
 def summary(rounds, key):
@@ -200,8 +231,8 @@ def main():
         "benchmark": "vip failover (keepalived, molecule scenario keepalived)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "settings": {"vip": args.vip, "rounds": args.rounds, "interval_ms": args.interval,
-                     "request_timeout_s": args.timeout, "advert_int_s": 1, "check": "interval 1 s, fall 2"},
+        "settings": dict({"vip": args.vip, "rounds": args.rounds, "interval_ms": args.interval,
+                          "request_timeout_s": args.timeout}, **vrrp_settings(LBS[0])),
         "results": results,
     }
     if args.merge and os.path.exists(args.out):
