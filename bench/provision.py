@@ -36,8 +36,7 @@ INVENTORY = os.path.join(REPO, "inventories", "lab", "hosts.yml")
 
 
 def mitogen_strategy_dir():
-    import ansible_mitogen  # noqa: PLC0415 (only needed for --strategies mitogen)
-    return os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy")
+    return os.path.join(REPO, "molecule", "shared", "strategy")  # the shim scripts/env.sh uses
 
 
 def env(strategy="linear"):

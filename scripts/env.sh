@@ -21,8 +21,5 @@ fi
 # per task; see bench/README.md, provisioning). Mitogen only takes over
 # connections named by their short name (`ansible_connection: docker`, `ssh`).
 if [ "${WEBFARM_MITOGEN:-0}" = 1 ]; then
-  for __d in "$VENV"/lib/python3*/site-packages/ansible_mitogen/plugins/strategy; do
-    [ -d "$__d" ] && export ANSIBLE_STRATEGY_PLUGINS="$__d" ANSIBLE_STRATEGY=mitogen_linear
-  done
-  unset __d
+  export ANSIBLE_STRATEGY_PLUGINS="$REPO/molecule/shared/strategy" ANSIBLE_STRATEGY=mitogen_linear
 fi
