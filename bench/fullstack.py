@@ -17,6 +17,15 @@ The failover and rolling-update figures (failed requests, detection time)
 come from the scenario's tests 6 and 7, which print them
 (`molecule verify -s default`); pass that output with --verify-log to record
 them in the same JSON.
+
+    python3 bench/fullstack.py --plots-only
+
+renders the latency-over-time plots (PNG, matplotlib) from the timelines tests
+6 and 7 keep in .cache/fullstack/ (any `molecule verify -s default` or
+`molecule test -s default` run): bench/results/fullstack-rolling-update.png
+and bench/results/fullstack-node-stop.png, with per-phase latency figures in
+bench/results/fullstack-timelines.json. A plain run renders them too when the
+timelines are there.
 """
 import argparse
 import json
@@ -25,6 +34,9 @@ import re
 import subprocess
 import time
 
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+RECORDS = os.path.join(REPO, ".cache", "fullstack")
+RESULTS = os.path.join(REPO, "bench", "results")
 HOST = "default-lb1"
 EDGE = "https://172.29.30.10"
 DIRECT = "http://172.29.30.31"
@@ -92,14 +104,85 @@ def verify_figures(path):
     return figures
 
 
+def pct(values, p):
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(p * len(values)))], 1) if values else None
+
+
+def plot_record(name, title):
+    """One PNG: every request's latency over time (per probe, failures marked),
+    the events as vertical lines; returns per-phase figures."""
+    import matplotlib  # noqa: PLC0415 (only for the plots)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    with open(os.path.join(RECORDS, name + ".json")) as f:
+        rec = json.load(f)
+    t0 = min(r["t"] for tl in rec["timelines"] for r in tl)
+    events = sorted(rec["events"].items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    for i, tl in enumerate(rec["timelines"]):
+        ok = [r for r in tl if r["status"] == 200]
+        bad = [r for r in tl if r["status"] != 200]
+        ax.plot([r["t"] - t0 for r in ok], [r["ms"] for r in ok], ".", ms=2.5, label="client %d (200)" % (i + 1))
+        if bad:
+            ax.plot([r["t"] - t0 for r in bad], [r["ms"] or 0 for r in bad], "rx", ms=6, label="failed")
+    for label, t in events:
+        ax.axvline(t - t0, color="k", ls="--", lw=1)
+        ax.annotate(label, (t - t0, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                    fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("latency (ms, log)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    png = os.path.join(RESULTS, "fullstack-%s.png" % name.replace("_", "-"))
+    fig.savefig(png)
+    plt.close(fig)
+    # figures per phase: before the first event, between events, after the last
+    bounds = [float("-inf")] + [t for _, t in events] + [float("inf")]
+    names = ["before " + events[0][0]] + ["%s .. %s" % (a[0], b[0]) for a, b in zip(events, events[1:])] + \
+        ["after " + events[-1][0]]
+    rows = []
+    for label, lo, hi in zip(names, bounds, bounds[1:]):
+        rs = [r for tl in rec["timelines"] for r in tl if lo <= r["t"] < hi]
+        lat = [r["ms"] for r in rs if r["status"] == 200 and r["ms"] is not None]
+        rows.append({"phase": label, "requests": len(rs), "failed": sum(1 for r in rs if r["status"] != 200),
+                     "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "max_ms": pct(lat, 1.0)})
+    return {"png": os.path.relpath(png, REPO), "phases": rows}
+
+
+def plots():
+    titles = {"rolling_update": "Rolling update of 3 web nodes under 3 sticky users (edge -> HAProxy -> web)",
+              "node_stop": "A web node stopped under load (3 clients, GET /whoami through the edge)"}
+    out = {}
+    for name, title in titles.items():
+        if os.path.exists(os.path.join(RECORDS, name + ".json")):
+            out[name] = plot_record(name, title)
+            print("%s: %s" % (name, out[name]["png"]))
+            for row in out[name]["phases"]:
+                print("  %(phase)-40s %(requests)5d requests, %(failed)d failed, p50 %(p50_ms)s ms, "
+                      "p99 %(p99_ms)s ms, max %(max_ms)s ms" % row)
+    if out:
+        with open(os.path.join(RESULTS, "fullstack-timelines.json"), "w") as f:
+            json.dump(out, f, indent=2)
+    else:
+        print("no timelines in %s: run `molecule verify -s default` first" % RECORDS)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--plots-only", action="store_true", help="only render the plots from .cache/fullstack/")
     p.add_argument("--requests", type=int, default=1500)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--path", default="/whoami")
     p.add_argument("--verify-log")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fullstack.json"))
     args = p.parse_args()
+    if args.plots_only:
+        return 0 if plots() else 1
     args.requests = min(args.requests, 20000)
 
     # warm both paths (opcache, TLS session setup), then measure interleaved
@@ -137,7 +220,9 @@ def main():
     print(json.dumps({k: v for k, v in result.items() if k not in ("chain_edge_balancer_web", "direct_one_web_node")}, indent=2))
     print("chain: %s rps p50 %s ms p99 %s ms; direct: %s rps p50 %s ms p99 %s ms"
           % (c["rps"], c["p50_ms"], c["p99_ms"], d["rps"], d["p50_ms"], d["p99_ms"]))
+    plots()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

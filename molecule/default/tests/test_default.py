@@ -29,6 +29,8 @@ SOCK = "/run/haproxy/admin.sock"
 DETECTION_BOUND = 3.0              # HAProxy checks: inter 1s + timeout 0.5s + fastinter 0.25s + 0.5s = 2.25 s
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAYBOOKS = os.path.join(SCENARIO, "..", "..", "playbooks")
+# the probes' timelines of tests 6 and 7, for `bench/fullstack.py --plots`
+RECORD_DIR = os.path.join(SCENARIO, "..", "..", ".cache", "fullstack")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
 from probe_helpers import other, start_probe, stop_probe, wait_probe  # noqa: E402
@@ -304,6 +306,16 @@ def service_pids(host):
             for n in WEB for svc in ("apache2", "php8.2-fpm")}
 
 
+def record(name, events, reports):
+    """Keep what the probes saw (time, latency, status, node) with the times
+    of the events, for the latency-over-time plots of bench/fullstack.py."""
+    os.makedirs(RECORD_DIR, exist_ok=True)
+    with open(os.path.join(RECORD_DIR, name + ".json"), "w") as f:
+        json.dump({"events": events,
+                   "timelines": [[{k: r.get(k) for k in ("t", "ms", "status", "served")} for r in rep["timeline"]]
+                                 for rep in reports]}, f)
+
+
 def test_rolling_update_under_load_fails_no_request(host, ca):
     all_up(host)
     pids = service_pids(host)
@@ -313,7 +325,7 @@ def test_rolling_update_under_load_fails_no_request(host, ca):
         unit = "roll-probe-%d" % i
         start_probe(host, unit, BASE + "session", "--cookie %s=%s" % (APP_COOKIE, c[APP_COOKIE]),
                     "--cookie %s=%s" % (LB_COOKIE, c[LB_COOKIE]), "--follow %s" % LB_COOKIE,
-                    "--served-header X-Webfarm-Node --count 20000 --seconds 500 --interval 0.05 --timeout 10")
+                    "--served-header X-Webfarm-Node --count 20000 --seconds 500 --interval 0.05 --timeout 10 --timeline")
         units.append(unit)
     time.sleep(2)
     t0 = time.time()
@@ -324,6 +336,7 @@ def test_rolling_update_under_load_fails_no_request(host, ca):
     finally:
         reports = [stop_probe(host, u, bound=60) for u in units]
     roll = time.time() - t0
+    record("rolling_update", {"roll start": t0, "roll end": t0 + roll}, reports)
     assert res.returncode == 0, res.output[-4000:]
     # the roll did real work: every node's web services were restarted
     after = service_pids(host)
@@ -376,6 +389,7 @@ def test_stopping_a_web_node_under_load(host, ca):
     finally:
         web.run("systemctl start apache2")
     detection = t_down - t_stop
+    record("node_stop", {"apache2 stopped": t_stop, "HAProxy marks it DOWN": t_down}, reports)
     # the last answer the victim gave (the balancer stopped sending to it after that)
     last_served = max([r["t"] for rep in reports for r in rep["timeline"] if r["served"] == victim] or [t_stop])
     total = sum(r["total"] for r in reports)
