@@ -7,6 +7,12 @@
 import ansible_mitogen.loaders
 import ansible_mitogen.strategy
 
+# Controller-side tasks (connection local: molecule's create/destroy, the lab
+# PKI) stay with Ansible's own local connection: under mitogen_local, the
+# docker driver's async create/destroy jobs are never reported finished.
+ansible_mitogen.strategy.REDIRECTED_CONNECTION_PLUGINS = tuple(
+    c for c in ansible_mitogen.strategy.REDIRECTED_CONNECTION_PLUGINS if c != "local")
+
 Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
 
