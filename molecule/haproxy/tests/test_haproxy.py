@@ -119,7 +119,7 @@ def test_cookie_sticks_and_has_the_expected_format(host):
     first = d["first"]
     raw = [c for c in first["set_cookie"] if c.startswith(COOKIE + "=")]
     assert len(raw) == 1, first
-    # route (the inventory name) then HAProxy's '|' date suffix from maxidle:
+    # route (the inventory name) then HAProxy's '|' date suffixes from maxidle
     # (and maxlife): 30 bits each in base64, whose alphabet has '+' and '/' ("awI+q")
     assert re.match(r"^%s=(haproxy-web[123])(\|[A-Za-z0-9+/]{5}){0,2}; path=/" % COOKIE, raw[0]), raw[0]
     for attr in ("HttpOnly", "Secure", "SameSite=Lax"):
