@@ -47,42 +47,8 @@ SCENARIOS = {
     },
 }
 
-# Runs inside the client container: bounded concurrent GETs, one connection each.
-LOAD = r'''
-import json, sys, threading, time, http.client
-from urllib.parse import urlparse
-url, total, conc, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-u = urlparse(url)
-lat, errors, lock = [], [0], threading.Lock()
-left = [total]
-deadline = time.time() + limit
-def worker():
-    while True:
-        with lock:
-            if left[0] <= 0 or time.time() > deadline:
-                return
-            left[0] -= 1
-        t = time.perf_counter()
-        try:
-            c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=5)
-            c.request("GET", u.path or "/", headers={"Connection": "close"})
-            r = c.getresponse(); r.read(); c.close()
-            ok = r.status == 200
-        except Exception:
-            ok = False
-        ms = (time.perf_counter() - t) * 1000
-        with lock:
-            if ok: lat.append(ms)
-            else: errors[0] += 1
-start = time.time()
-ts = [threading.Thread(target=worker) for _ in range(conc)]
-[t.start() for t in ts]; [t.join() for t in ts]
-secs = time.time() - start
-lat.sort()
-q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None
-print(json.dumps({"requests": len(lat) + errors[0], "ok": len(lat), "errors": errors[0], "seconds": round(secs, 3),
-                  "rps": round(len(lat) / secs, 1) if secs else 0, "p50_ms": q(0.50), "p99_ms": q(0.99)}))
-'''
+# Runs inside the client container: bench/httpload.py (bounded GETs).
+LOAD = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "httpload.py")).read()
 
 # Runs inside the client container: sticky requests every 20 ms for a bounded time.
 LOOP = r'''
