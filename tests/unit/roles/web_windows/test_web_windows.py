@@ -43,8 +43,12 @@ WINDOWS = {
              "webfarm_extra_flows": [{"name": "mgmt", "proto": "tcp", "port": 5986,
                                       "sources": ["192.0.2.0/24", "172.16.0.0/12", "198.51.100.7/32"]},
                                      {"name": "any", "proto": "udp", "port": 9, "sources": ["0.0.0.0/0"]}]},
+    # Drupal on IIS: the site's document root is Drupal's web root
+    "win4": {"webfarm_address": "10.9.0.38", "web_windows_docroot": "C:\\inetpub\\drupal\\web",
+             "web_windows_trusted_proxies": ["10.9.0.25"]},
 }
-ROUTES = {"win1.example.com": "win1-example-com", "win2": "w2-route", "win3": "win3"}
+ROUTES = {"win1.example.com": "win1-example-com", "win2": "w2-route", "win3": "win3", "win4": "win4"}
+BALANCERS = ["10.9.0.20", "10.9.0.21"]
 
 
 def _inventory(farm_vars, windows):
@@ -77,8 +81,9 @@ def _inventory(farm_vars, windows):
     }
 
 
-def _run(tmp, entry, windows, farm_vars=None):
-    """ansible-playbook with the json callback; returns (rc, {host: [results]}, raw)."""
+def _run(tmp, entry, windows, farm_vars=None, edit=None):
+    """ansible-playbook with the json callback; returns (rc, {host: [results]}, raw).
+    ``edit`` changes the generated inventory in place first."""
     zip_path = tmp / ("php-%s-nts-Win32-vs16-x64.zip" % PHP_VERSION)
     zip_path.write_bytes(b"PK")
     msi = tmp / "rewrite_amd64_en-US.msi"
@@ -97,7 +102,10 @@ def _run(tmp, entry, windows, farm_vars=None):
         "web_windows_php_timezone": "Europe/Berlin",
     }
     base.update(farm_vars or {})
-    (tmp / "hosts.yml").write_text(yaml.safe_dump(_inventory(base, windows)))
+    inventory = _inventory(base, windows)
+    if edit:
+        edit(inventory)
+    (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory))
     env = dict(os.environ,
                ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
                ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
@@ -417,6 +425,189 @@ def test_inline_powershell_scripts_are_balanced_and_report_changes():
             assert "SupportsShouldProcess" in script, where
 
 
+# ------------------------------------------ client address and scheme (IIS) --
+
+CLIENT_RULES = ["webfarm scheme from a trusted proxy", "webfarm forwarded headers only from a trusted proxy",
+                "webfarm client address from a trusted proxy"]
+
+
+def _rules(rendered, host):
+    root = ET.fromstring((rendered / host / "web.config").read_text())
+    return root.findall("./system.webServer/rewrite/rules/rule")
+
+
+def _apply_client_rules(rules, server):
+    """Evaluate the client-address rules the way URL Rewrite does (in order,
+    MatchAll conditions, {C:1} = the last condition's first group), with
+    Python's re for the ECMAScript patterns (the constructs used are the same)."""
+    server = dict(server)
+    for rule in rules:
+        if rule.get("name") not in CLIENT_RULES:
+            continue
+        assert rule.find("match").get("url") == ".*"
+        assert rule.find("action").get("type") == "None"
+        conds = rule.findall("./conditions/add")
+        assert rule.find("conditions").get("logicalGrouping") == "MatchAll"
+        captures, ok = (), True
+        for c in conds:
+            value = server.get(c.get("input").strip("{}"), "")
+            m = re.search(c.get("pattern"), value)
+            hit = (m is None) if c.get("negate") == "true" else (m is not None)
+            if not hit:
+                ok = False
+                break
+            if m is not None:
+                captures = m.groups()
+        if not ok:
+            continue
+        for s in rule.findall("./serverVariables/set"):
+            server[s.get("name")] = re.sub(r"\{C:(\d)\}", lambda g: captures[int(g.group(1)) - 1], s.get("value"))
+    return server
+
+
+def test_client_address_rules_come_first_and_trust_only_the_balancers(rendered):
+    for host in ("win1.example.com", "win2", "win3"):
+        rules = _rules(rendered, host)
+        names = [r.get("name") for r in rules]
+        assert names[:3] == CLIENT_RULES, names
+        # the scheme rule reads REMOTE_ADDR before the address rule replaces it
+        for r in rules[:3]:
+            trusted = r.find("./conditions/add[@input='{REMOTE_ADDR}']").get("pattern")
+            assert trusted == r"^(10\.9\.0\.20|10\.9\.0\.21)$", trusted
+        sets = {s.get("name") for r in rules[:3] for s in r.findall("./serverVariables/set")}
+        role_vars = yaml.safe_load(open(os.path.join(REPO, "roles", "web_windows", "vars", "main.yml")))
+        # every variable the rules set is one the script allows in applicationHost.config
+        assert sets == set(role_vars["__web_windows_rewrite_server_variables"])
+    # win4 also trusts its extra proxy
+    trusted = _rules(rendered, "win4")[0].find("./conditions/add[@input='{REMOTE_ADDR}']").get("pattern")
+    assert trusted == r"^(10\.9\.0\.20|10\.9\.0\.21|10\.9\.0\.25)$"
+
+
+@pytest.mark.parametrize("peer, xff, xfp, addr, https, kept_xff", [
+    # from a balancer: the client it saw (HAProxy appends it) and the scheme
+    ("10.9.0.20", "203.0.113.9", "https", "203.0.113.9", "on", "203.0.113.9"),
+    ("10.9.0.21", "203.0.113.9", "http", "203.0.113.9", "off", "203.0.113.9"),
+    # a client's own forged entries come before the balancer's: the right-most wins
+    ("10.9.0.20", "6.6.6.6, 7.7.7.7, 203.0.113.9", "https", "203.0.113.9", "on", None),
+    # trusted proxies at the end are skipped (mod_remoteip's walk from the right)
+    ("10.9.0.20", "203.0.113.9, 10.9.0.21", "", "203.0.113.9", "off", None),
+    ("10.9.0.20", "2001:db8::7", "", "2001:db8::7", "off", None),
+    # not an address: REMOTE_ADDR stays the balancer's
+    ("10.9.0.20", "<script>", "", "10.9.0.20", "off", None),
+    ("10.9.0.20", "", "https", "10.9.0.20", "on", None),
+    # anyone else: the headers are dropped and nothing changes
+    ("198.51.100.4", "203.0.113.9", "https", "198.51.100.4", "off", ""),
+    # a prefix of a balancer's address is not a balancer
+    ("10.9.0.201", "203.0.113.9", "https", "10.9.0.201", "off", ""),
+    ("110.9.0.20", "203.0.113.9", "https", "110.9.0.20", "off", ""),
+])
+def test_client_address_rules_behave_like_mod_remoteip(rendered, peer, xff, xfp, addr, https, kept_xff):
+    server = _apply_client_rules(_rules(rendered, "win2"), {
+        "REMOTE_ADDR": peer, "REMOTE_HOST": peer, "HTTPS": "off",
+        "HTTP_X_FORWARDED_FOR": xff, "HTTP_X_FORWARDED_PROTO": xfp})
+    assert server["REMOTE_ADDR"] == addr and server["REMOTE_HOST"] == addr
+    assert server["HTTPS"] == https
+    if kept_xff is not None:
+        assert server["HTTP_X_FORWARDED_FOR"] == kept_xff
+    if kept_xff == "":
+        assert server["HTTP_X_FORWARDED_PROTO"] == ""
+
+
+def test_health_path_reaches_the_reference_app_under_a_drupal_docroot(rendered):
+    rules = _rules(rendered, "win4")
+    names = [r.get("name") for r in rules]
+    health = rules[names.index("webfarm health to the reference app")]
+    assert names.index("webfarm health to the reference app") < names.index("Short URLs to the front controller")
+    assert health.get("stopProcessing") == "true"
+    assert health.find("action").get("type") == "Rewrite"
+    assert health.find("action").get("url") == "webfarm-app/index.php"
+    pattern = health.find("match").get("url")
+    for url in ("health", "health/", "health/deep"):
+        assert re.search(pattern, url), url
+    for url in ("healthz", "node/health", "health/deeper", "index.php"):
+        assert not re.search(pattern, url), url
+    # the reference app's own document root needs no such rule
+    assert "webfarm health to the reference app" not in [r.get("name") for r in _rules(rendered, "win1.example.com")]
+
+
+def test_client_address_script_structure(rendered):
+    text = (rendered / "win2" / "Set-WebfarmClientAddress.ps1").read_text()
+    _assert_balanced(text, "Set-WebfarmClientAddress.ps1")
+    assert "[CmdletBinding(SupportsShouldProcess = $true)]" in text
+    assert "$Ansible.Changed = $changes.Count -gt 0" in text
+    assert re.search(r"if \(\$changes\.Count -gt 0 -and \$PSCmdlet\.ShouldProcess\(", text)
+    assert text.count("$manager.CommitChanges()") == 1
+    assert "'system.webServer/rewrite/allowedServerVariables', $SiteName" in text
+    assert "'ServerVariable'" in text
+
+
+def test_client_address_script_parses_with_pwsh(rendered):
+    pwsh = shutil.which("pwsh")
+    if not pwsh:
+        pytest.skip("pwsh (PowerShell 7) is not installed: not packaged in Debian bookworm nor on PyPI/npm "
+                    "without a download from outside the registries")
+    script = rendered / "win2" / "Set-WebfarmClientAddress.ps1"
+    code = ("$e=$null; [System.Management.Automation.Language.Parser]::ParseFile('%s',[ref]$null,[ref]$e)"
+            " | Out-Null; if ($e.Count) { $e | %% { $_.ToString() }; exit 1 }" % script)
+    proc = subprocess.run([pwsh, "-NoProfile", "-NonInteractive", "-Command", code],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_role_passes_the_script_the_variables_the_rules_set():
+    site = yaml.safe_load(open(os.path.join(REPO, "roles", "web_windows", "tasks", "site.yml")))
+    task = [t for t in site if t.get("ansible.windows.win_powershell", {}).get("path", "").endswith(
+        "Set-WebfarmClientAddress.ps1")]
+    assert len(task) == 1
+    params = task[0]["ansible.windows.win_powershell"]["parameters"]
+    assert params["ServerVariables"] == "{{ __web_windows_rewrite_server_variables }}"
+    script = open(os.path.join(REPO, "roles", "web_windows", "files", "Set-WebfarmClientAddress.ps1")).read()
+    for name in params:
+        assert "$%s" % name in script, name
+    # the script runs before web.config is installed (a rule setting a variable
+    # that is not allowed yet makes IIS answer 500.50)
+    names = [t.get("name") for t in site]
+    assert names.index(task[0]["name"]) < names.index("Install the checked web.config")
+
+
+# ------------------------------------------- db_settings after a promotion --
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    """The same farm after db_promote named db2 the primary (webfarm_db_primary)."""
+    tmp = tmp_path_factory.mktemp("web_windows_promoted")
+    rc, per_host, raw = _run(tmp, "render", {"win1.example.com": dict(WINDOWS["win1.example.com"])},
+                             farm_vars={"webfarm_db_primary": "db2"})
+    assert rc == 0, raw[-5000:]
+    return tmp / "render"
+
+
+def test_app_config_follows_the_promoted_primary(rendered, promoted):
+    before = _config(rendered, "win1.example.com")
+    after = _config(promoted, "win1.example.com")
+    assert before["db"]["host"] == "10.9.0.41" and before["db"]["replicas"] == [{"host": "10.9.0.42", "port": 3306}]
+    assert after["db"]["host"] == "10.9.0.42"
+    assert after["db"]["replicas"] == [{"host": "10.9.0.41", "port": 3306}]
+    assert {k: v for k, v in after.items() if k != "db"} == {k: v for k, v in before.items() if k != "db"}
+
+
+def test_db_settings_entry_point_touches_only_the_app_config():
+    """db_settings: validate (the primary from the model), then only the app
+    config (rendered, checked by PHP that it names that primary, installed)."""
+    tasks = os.path.join(REPO, "roles", "web_windows", "tasks")
+    entry = yaml.safe_load(open(os.path.join(tasks, "db_settings.yml")))
+    includes = [t["ansible.builtin.include_tasks"] for t in entry if "ansible.builtin.include_tasks" in t]
+    assert includes == ["validate.yml", "set_vars.yml", "app_config.yml"]
+    cfg = yaml.safe_load(open(os.path.join(tasks, "app_config.yml")))
+    modules = [next(k for k in t if k.startswith("ansible.")) for t in cfg]
+    assert modules == ["ansible.windows.win_template", "ansible.windows.win_command", "ansible.windows.win_copy"]
+    check = cfg[1]["ansible.windows.win_command"]["argv"]
+    assert "$c['db']['host'] === $argv[3]" in check[4] and check[-1] == "{{ __web_windows_db_host }}"
+    specs = yaml.safe_load(open(os.path.join(REPO, "roles", "web_windows", "meta", "argument_specs.yml")))
+    for ep in ("db_settings", "update", "web_config"):
+        assert specs["argument_specs"][ep]["options"] == specs["argument_specs"]["main"]["options"], ep
+
+
 # -------------------------------------------------------------- bad input --
 
 # One Windows host per bad input; one validate run checks them all (each host
@@ -438,6 +629,8 @@ BAD = {
     "smbpath": ({"web_windows_files_backend": "smb", "web_windows_smb_path": "/mnt/x"},
                 ["web_windows_smb_path", "'/mnt/x'"]),
     "nodbpw": ({"webfarm_db_password": ""}, ["web_windows_db_password", "is empty"]),
+    "noshare": ({"web_windows_files_backend": "none"}, ["web_windows_files_backend", "'none'", "NFSv3", "smb"]),
+    "proxynet": ({"web_windows_trusted_proxies": ["10.0.0.0/8"]}, ["web_windows_trusted_proxies", "'10.0.0.0/8'"]),
 }
 
 
@@ -516,3 +709,16 @@ def test_php_ini_check_accepts_good_and_rejects_broken_candidates(rendered, tmp_
     (tmp_path / "syntax.ini").write_text(good + "\nmemory_limit = (\n")
     ok, out = _role_check(php, tmp_path / "syntax.ini")
     assert not ok and "syntax error" in out
+
+
+def test_validate_rejects_a_farm_without_balancer_addresses(tmp_path):
+    def no_balancers(inv):
+        inv["webfarm"]["children"]["balancers"] = {"hosts": {}}
+    rc, per_host, raw = _run(tmp_path, "validate", {"lonely": {"webfarm_address": "10.9.0.90"}}, edit=no_balancers)
+    assert rc != 0
+    failed = [r for r in per_host["lonely"] if r.get("failed")]
+    assert len(failed) == 1, per_host["lonely"]
+    msg = failed[0]["msg"]
+    for needle in ("host 'lonely'", "'balancers'", "web_windows_trusted_proxies", "empty"):
+        assert needle in msg, (needle, msg)
+    assert not any(r.get("unreachable") for r in per_host["lonely"])
