@@ -315,6 +315,10 @@ def build_topology(groups, hostvars):
             "groups": [],  # filled below, one pass per group
             "extra_flows": hv.get("webfarm_extra_flows", []) or [],
         }
+        if name not in members_of["web_windows"]:
+            # SSH is allowed on the port Ansible reaches the host on.
+            hosts[name]["ssh_port"] = _int_in(
+                name, "ansible_port", hv.get("ansible_port", DEFAULT_PORTS["ssh"]), 1, 65535)
 
     for g in GROUPS:
         for name in topo[g]:
@@ -502,7 +506,7 @@ def firewall_flows(topology):
         admin = h["admin_networks"]
         mine = []
         if h["os"] == "linux":
-            mine.append(_flow("ssh", p["ssh"], admin))
+            mine.append(_flow("ssh", h.get("ssh_port", p["ssh"]), admin))
         if name in g["edge"]:
             mine.append(_flow("http", p["http"], _ANYWHERE_LIST))
             mine.append(_flow("https", p["https"], _ANYWHERE_LIST))

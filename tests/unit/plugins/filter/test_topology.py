@@ -346,6 +346,16 @@ def test_secret_placeholders_names_without_values():
         secret_placeholders(hv, ["a"], "pw", [])
 
 
+def test_secret_placeholders_pattern_catches_long_change_me_values():
+    from ansible_collections.colo.webfarm.plugins.filter.secret_placeholders import secret_placeholders
+    hv = {"a": {"pw": "CHANGE_ME_BEFORE_PRODUCTION"}, "b": {"pw": "please-changeme-now"},
+          "c": {"pw": "a-real-long-secret"}, "d": {"pw": 12345678}}
+    found = secret_placeholders(hv, ["a", "b", "c", "d"], ["pw"], ["CHANGE_ME"], "(?i)change[-_ ]?me")
+    assert found == ["a: pw", "b: pw"]
+    with pytest.raises(AnsibleFilterError, match="not a regular expression"):
+        secret_placeholders(hv, ["a"], ["pw"], [], "(")
+
+
 # ------------------------------------------- farm-level primary override --
 
 def _with_db_primary(value):
@@ -372,3 +382,18 @@ def test_db_primary_override_empty_keeps_the_groups():
 def test_db_primary_override_must_be_a_db_host():
     with pytest.raises(AnsibleFilterError, match="webfarm_db_primary.*'web1'.*db1, db2"):
         T.topology(*_with_db_primary("web1"))
+
+
+def test_ssh_flow_is_on_the_port_ansible_reaches_the_host_on():
+    flows = T.firewall_flows(topo(nfs1__ansible_port=2222, db1__ansible_port="2200"))
+    ssh = {h: [f["port"] for f in fl if f["name"] == "ssh"] for h, fl in flows.items()}
+    assert ssh["nfs1"] == [2222]
+    assert ssh["db1"] == [2200]  # INI inventories give strings
+    assert ssh["web1"] == [22]
+
+
+@pytest.mark.parametrize("port", ["ssh", 0, 70000, True, "22a"])
+def test_ansible_port_that_is_no_port_is_refused_naming_host_and_variable(port):
+    with pytest.raises(AnsibleFilterError) as err:
+        topo(lb1__ansible_port=port)
+    assert "host 'lb1'" in str(err.value) and "'ansible_port'" in str(err.value)
