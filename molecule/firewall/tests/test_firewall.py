@@ -8,6 +8,7 @@ time out (dropped, not refused).
 """
 
 import json
+import re
 import ipaddress
 import os
 import subprocess
@@ -131,9 +132,18 @@ def test_ruleset_loaded_and_managed(name):
     assert "policy drop" in ruleset
     assert "ct state established,related accept" in ruleset
     assert "log prefix" in ruleset and "limit rate 10/minute" in ruleset
-    assert h.file("/etc/nftables.conf").content_string.splitlines()[1].startswith("#")
-    assert "Ansible managed" in h.file("/etc/nftables.conf").content_string
-    assert h.service("nftables").is_enabled
+    confirmed = h.file("/etc/webfarm/firewall/ruleset.nft").content_string
+    assert confirmed.splitlines()[1].startswith("#") and "Ansible managed" in confirmed
+    # the confirmed ruleset is the candidate, and what the kernel has is what the role recorded
+    assert h.file("/etc/webfarm/firewall/candidate.nft").content_string == confirmed
+    assert h.check_output("nft -s list table inet webfarm") + "\n" == \
+        h.file("/etc/webfarm/firewall/loaded.nft").content_string
+    # the role's own boot unit; the distribution's nftables set-up is left alone
+    assert h.service("webfarm-firewall").is_enabled
+    assert "webfarm" not in h.file("/etc/nftables.conf").content_string
+    assert not h.service("nftables").is_enabled
+    # the rollback timer was disarmed after the confirmation
+    assert h.run("systemctl is-active webfarm-firewall-rollback.timer").stdout.strip() != "active"
 
 
 def test_drops_are_counted(matrix):
@@ -148,7 +158,7 @@ def test_drops_are_counted(matrix):
     ({"name": "bad-source", "port": 9200, "sources": ["10.0.0.300/8"]}, "webfarm_extra_flows[0].sources"),
 ])
 def test_bad_flow_fails_before_anything_changes(flow, needle):
-    before = {h: _host(h).file("/etc/nftables.conf").sha256sum for h in FARM}
+    before = {h: _host(h).file("/etc/webfarm/firewall/ruleset.nft").sha256sum for h in FARM}
     rules_before = _host("firewall-web1").check_output("nft list table inet webfarm | grep -v packets")
     extra = json.dumps({"webfarm_extra_flows": [flow]})
     run = subprocess.run(
@@ -160,5 +170,33 @@ def test_bad_flow_fails_before_anything_changes(flow, needle):
     assert needle in out, out[-3000:]
     assert "host 'firewall-" in out
     assert "Install nftables" not in out
-    assert before == {h: _host(h).file("/etc/nftables.conf").sha256sum for h in FARM}
+    assert before == {h: _host(h).file("/etc/webfarm/firewall/ruleset.nft").sha256sum for h in FARM}
     assert rules_before == _host("firewall-web1").check_output("nft list table inet webfarm | grep -v packets")
+
+
+def _converge(*args):
+    run = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, os.path.join(os.path.dirname(__file__), "..", "converge.yml")]
+        + list(args), capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert run.returncode == 0, run.stdout[-3000:]
+    recap = dict(re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", run.stdout, re.M))
+    return run.stdout, {h: int(c) for h, c in recap.items()}
+
+
+def test_a_rule_added_by_hand_is_drift_check_mode_shows_it_and_a_run_repairs_it():
+    web1 = _host("firewall-web1")
+    web1.check_output("nft add rule inet webfarm input tcp dport 4444 accept comment hand-made")
+    try:
+        out, changed = _converge("--check", "--diff")
+        assert changed["firewall-web1"] > 0
+        assert all(c == 0 for h, c in changed.items() if h != "firewall-web1"), changed
+        assert "the loaded table differs from what the role loaded (drift)" in out
+        assert re.search(r'^\+\s+tcp dport 4444 accept comment "hand-made"$', out, re.M), out[-3000:]  # the drift's diff
+        assert "hand-made" in web1.check_output("nft list chain inet webfarm input")  # check mode changed nothing
+        out, changed = _converge()
+        assert changed["firewall-web1"] > 0
+        assert "hand-made" not in web1.check_output("nft list chain inet webfarm input")
+        out, changed = _converge("--check", "--diff")
+        assert all(c == 0 for c in changed.values()), changed
+    finally:
+        web1.run("nft -f /etc/webfarm/firewall/ruleset.nft")
