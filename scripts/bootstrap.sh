@@ -29,6 +29,7 @@ ensure_host_packages() {
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v dot >/dev/null 2>&1 || missing+=(graphviz)          # topology picture
   command -v php >/dev/null 2>&1 || missing+=(php8.2-cli)        # php -l, php.ini and settings.php tests
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)     # the ssh scenario's production path
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing host packages: ${missing[*]}"
     apt_install "${missing[@]}"

@@ -21,7 +21,7 @@ GATE = os.path.join(REPO, "tests", "integration", "preflight_gate.yml")
 BASE = {
     "webfarm": {
         "vars": {"ansible_connection": "local", "webfarm_admin_networks": ["10.0.9.0/24"],
-                 "webfarm_db_password": "s3cret-from-vault"},
+                 "webfarm_db_password": "s3cret-from-vault", "tls_cert_source": "selfsigned"},
         "children": {
             "edge": {"hosts": {"edge1": {"webfarm_address": "10.0.0.2"}}},
             "balancers": {"hosts": {"lb1": {"webfarm_address": "10.0.0.3"}}},
@@ -90,6 +90,12 @@ def set_farm(**values):
     return mutate
 
 
+def del_farm_var(var):
+    def mutate(inv):
+        inv["webfarm"]["vars"].pop(var, None)
+    return mutate
+
+
 def empty_group(path):
     def mutate(inv):
         _group(inv, path)["hosts"] = {}
@@ -123,6 +129,17 @@ CASES = {
                         "at most one NFS server in group 'nfs'"),
     "placeholder-secret": (set_farm(webfarm_db_password="CHANGE_ME"),
                            "secrets still hold a placeholder value (db1: webfarm_db_password"),
+    "placeholder-secret-long": (set_farm(webfarm_db_password="CHANGE_ME_BEFORE_GOING_LIVE"),
+                                "secrets still hold a placeholder value (db1: webfarm_db_password"),
+    "placeholder-apache-admin-password": (set_host("lb1", apache_balancer_admin_password="changeme-please"),
+                                          "secrets still hold a placeholder value (lb1: apache_balancer_admin_password)"),
+    "tls-source-not-chosen": (del_farm_var("tls_cert_source"),
+                              "host 'edge1': variable 'tls_cert_source' is not set"),
+    "tls-source-not-chosen-native": (lambda inv: (del_farm_var("tls_cert_source")(inv),
+                                                  set_farm(webfarm_tls_terminator="haproxy")(inv)),
+                                     "host 'lb1': variable 'tls_cert_source' is not set"),
+    "ansible-port-not-number": (set_host("db2", ansible_port="twentytwo"),
+                                "host 'db2': variable 'ansible_port' is 'twentytwo'; expected a whole number"),
     "no-balancers": (empty_group(["balancers"]),
                      "inventory group 'balancers' has no hosts"),
     "extra-flow-bad-port": (set_host("db1", webfarm_extra_flows=[{"name": "exporter", "port": 70000}]),
