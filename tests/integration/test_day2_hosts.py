@@ -240,3 +240,27 @@ def test_rolling_update_stops_at_the_first_unhealthy_node_and_says_how_to_put_it
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert order == ["win1"] and not failures
     assert not (tmp / "updated-win1").exists()
+
+
+# ------------------------------- the web_windows scenario (real host only) --
+
+SCENARIO = os.path.join(REPO, "molecule", "web_windows")
+
+
+def test_web_windows_scenario_runs_the_roll_and_the_promotion_rerender():
+    plays = yaml.safe_load(open(os.path.join(SCENARIO, "verify.yml")))
+    roll = [p for p in plays if "ansible.builtin.import_playbook" in p]
+    assert [p["ansible.builtin.import_playbook"] for p in roll] == ["../../playbooks/rolling_update.yml"]
+    assert os.path.exists(os.path.join(SCENARIO, roll[0]["ansible.builtin.import_playbook"]))
+    assert roll[0]["vars"]["rolling_update_health_from"] == "localhost"
+    rerender = [t for p in plays for t in json.dumps(p).split("tasks_from")[1:]]
+    assert any(s.startswith('": "db_settings"') for s in rerender), rerender
+    proc = _run(["ansible-playbook", "-i", PRODUCTION, "--syntax-check", os.path.join(SCENARIO, "verify.yml")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_web_windows_scenario_skips_without_a_windows_host():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WINDOWS_", "WEBFARM_PHP", "WEBFARM_URLREWRITE"))}
+    proc = subprocess.run([os.path.join(SCENARIO, "skip-unless")], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout.count("\n") == 1 and "WINDOWS_HOST" in proc.stdout, proc.stdout
