@@ -57,6 +57,11 @@ def farm_addresses(topology_, group):
     return _t.addresses(topology_, group)
 
 
+@_ansible_errors
+def farm_settings(topology_, hostvars):
+    return _t.farm_settings(topology_, hostvars)
+
+
 class FilterModule(object):
     """colo.webfarm topology filters."""
 
@@ -69,4 +74,5 @@ class FilterModule(object):
             "firewall_flows": firewall_flows,
             "nfs_exports": nfs_exports,
             "farm_addresses": farm_addresses,
+            "farm_settings": farm_settings,
         }

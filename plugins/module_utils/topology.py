@@ -220,6 +220,98 @@ def parse_ip(text):
 
 # --------------------------------------------------------------- topology --
 
+_MYSQL_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+TLS_TERMINATORS = ("stunnel", "haproxy")
+SESSION_STORES = ("database", "redis", "files")
+
+
+def _choice(choices):
+    def check(host, var, value):
+        if value not in choices:
+            raise _err(host, var, value, "one of %s" % ", ".join(choices))
+        return value
+    return check
+
+
+def _abs_path(host, var, value):
+    if not isinstance(value, str) or not value.startswith("/") or value.rstrip("/") == "" \
+            or any(p in ("..", ".") for p in value.split("/")):
+        raise _err(host, var, value, "an absolute path other than '/' (without '.' or '..')")
+    return value.rstrip("/")
+
+
+def _url_path(host, var, value):
+    if not isinstance(value, str) or not _URL_PATH_RE.match(value) or value == "/":
+        raise _err(host, var, value, "a URL path such as /health (letters, digits, . _ ~ - /)")
+    return value.rstrip("/")
+
+
+def _mysql_name(host, var, value):
+    if not isinstance(value, str) or not _MYSQL_NAME_RE.match(value):
+        raise _err(host, var, value, "a name of 1 to 64 letters, digits or underscores")
+    return value
+
+
+def _id(host, var, value):
+    return _int_in(host, var, value, 0, 2 ** 32 - 2)
+
+
+# Farm-wide settings: one value for the whole farm (group_vars of webfarm),
+# with its default and its check. A setting defined on several hosts with
+# different values is an error: there is no "first host wins".
+FARM_SETTINGS = {
+    "webfarm_tls_terminator": ("stunnel", _choice(TLS_TERMINATORS)),
+    "webfarm_session_store": ("database", _choice(SESSION_STORES)),
+    "webfarm_files_path": ("/srv/webfarm/files", _abs_path),
+    "webfarm_nfs_export_path": ("/srv/webfarm/export", _abs_path),
+    "webfarm_health_path": ("/health", _url_path),
+    "webfarm_db_name": ("webfarm", _mysql_name),
+    "webfarm_db_user": ("webfarm", _mysql_name),
+    "webfarm_web_uid": (33, _id),
+    "webfarm_web_gid": (33, _id),
+    "webfarm_legacy_route_cookie": (False, _bool),
+    "webfarm_nfs_v3": (False, _bool),
+}
+
+
+def farm_settings(topology, hostvars):
+    """The farm-wide settings, each validated once and the same on every host.
+
+    Run by preflight on the whole inventory: a bad value, a value that
+    differs between two hosts, or a farm that cannot work with them (Redis
+    sessions without a cache host, no active web node) raises naming the host
+    and the variable. Returns ``{setting without the webfarm_ prefix: value}``.
+    """
+    _require_topology(topology)
+    hosts = list(topology["hosts"])
+    out = {}
+    for var, (default, check) in FARM_SETTINGS.items():
+        seen = None
+        for name in hosts:
+            hv = hostvars.get(name) or {}
+            if var not in hv:
+                continue
+            value = check(name, var, hv.get(var))
+            if seen is None:
+                seen = (name, value)
+            elif value != seen[1]:
+                raise TopologyError(
+                    "farm setting '%s' is %r on host '%s' but %r on host '%s'; it must have one value for the "
+                    "whole farm: set it once in group_vars of 'webfarm'" % (var, seen[1], seen[0], value, name))
+        out[var[len("webfarm_"):]] = seen[1] if seen else default
+    groups = topology["groups"]
+    if out["session_store"] == "redis" and not groups["cache"]:
+        raise _err(None, "webfarm_session_store", "redis",
+                   "a 'cache' group with at least one Redis host when sessions are kept in Redis "
+                   "(add the host to group 'cache', or use database sessions)")
+    if groups["web"] and all(topology["hosts"][n]["backup"] for n in groups["web"]):
+        raise _err(groups["web"][0], "webfarm_backup", True,
+                   "at least one web node that is not a backup (every web node has webfarm_backup: true, "
+                   "so the balancers would have no active member)")
+    return out
+
+
 def _group(groups, name):
     hosts = groups.get(name) or []
     return list(hosts)

@@ -397,3 +397,58 @@ def test_ansible_port_that_is_no_port_is_refused_naming_host_and_variable(port):
     with pytest.raises(AnsibleFilterError) as err:
         topo(lb1__ansible_port=port)
     assert "host 'lb1'" in str(err.value) and "'ansible_port'" in str(err.value)
+
+
+# --------------------------------------------------------- farm settings --
+
+def _settings(**farm):
+    groups, hv = lab()
+    for h in hv:
+        hv[h].update(farm)
+    return T.farm_settings(T.topology(groups, hv), hv)
+
+
+def test_farm_settings_defaults_and_overrides():
+    s = _settings()
+    assert s == {"tls_terminator": "stunnel", "session_store": "database", "files_path": "/srv/webfarm/files",
+                 "nfs_export_path": "/srv/webfarm/export", "health_path": "/health", "db_name": "webfarm",
+                 "db_user": "webfarm", "web_uid": 33, "web_gid": 33, "legacy_route_cookie": False, "nfs_v3": False}
+    s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
+    assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
+
+
+@pytest.mark.parametrize("var,value,expected", [
+    ("webfarm_tls_terminator", "nginx", "one of stunnel, haproxy"),
+    ("webfarm_session_store", "memcached", "one of database, redis, files"),
+    ("webfarm_files_path", "srv/files", "an absolute path other than '/'"),
+    ("webfarm_files_path", "/srv/../etc", "an absolute path other than '/'"),
+    ("webfarm_nfs_export_path", "/", "an absolute path other than '/'"),
+    ("webfarm_health_path", "health", "a URL path such as /health"),
+    ("webfarm_db_name", "web-farm", "a name of 1 to 64 letters, digits or underscores"),
+    ("webfarm_web_uid", -1, "a whole number from 0 to"),
+    ("webfarm_legacy_route_cookie", "maybe", "true or false"),
+])
+def test_bad_farm_setting_names_host_variable_value_and_rule(var, value, expected):
+    with pytest.raises(AnsibleFilterError) as err:
+        _settings(**{var: value})
+    msg = str(err.value)
+    assert "variable '%s' is %r" % (var, value) in msg and expected in msg and "host '" in msg
+
+
+def test_farm_setting_that_differs_between_hosts_is_an_error_not_first_host_wins():
+    groups, hv = lab()
+    hv["lb1"]["webfarm_session_store"] = "files"
+    hv["web2"]["webfarm_session_store"] = "database"
+    with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_session_store' is 'files' on host 'lb1' "
+                                                 "but 'database' on host 'web2'"):
+        T.farm_settings(T.topology(groups, hv), hv)
+
+
+def test_farm_cross_checks_redis_without_cache_and_only_backup_nodes():
+    with pytest.raises(AnsibleFilterError, match="expected a 'cache' group"):
+        _settings(webfarm_session_store="redis")
+    groups, hv = lab()
+    for n in groups["web"]:
+        hv[n]["webfarm_backup"] = True
+    with pytest.raises(AnsibleFilterError, match="at least one web node that is not a backup"):
+        T.farm_settings(T.topology(groups, hv), hv)
