@@ -283,3 +283,34 @@ def test_codebase_check_names_what_is_missing(tmp_path):
     bad.write_bytes(b"not an archive")
     r = _check(bad, 1, "web", "default")
     assert not r["ok"] and "cannot read the archive" in r["error"]
+
+
+# ------------------------------- playbooks/web_windows.yml, Drupal on IIS --
+
+def test_web_windows_playbook_renders_drupal_on_iis(tmp_path):
+    """The one playbook for Windows nodes, in preview mode: web_windows' files
+    and Drupal's settings.php for the node, web.config for Drupal's web root."""
+    zip_path = tmp_path / "php-8.3.14-nts-Win32-vs16-x64.zip"
+    zip_path.write_bytes(b"PK")
+    msi = tmp_path / "rewrite_amd64_en-US.msi"
+    msi.write_bytes(b"msi")
+    render = tmp_path / "preview"
+    inv = _inventory(tmp_path, {"win1": {"webfarm_address": "10.9.0.35"}}, linux={}, farm_vars={
+        "web_windows_php_zip": str(zip_path), "web_windows_urlrewrite_msi": str(msi),
+        "web_windows_render_dir": str(render), "tls_cert_source": "selfsigned"})
+    inv["all"] = {"vars": {"preflight_required_groups": ["web_windows"]}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inv))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
+               ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.yml"),
+                           os.path.join(REPO, "playbooks", "web_windows.yml")],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    files = sorted(p.name for p in (render / "win1").iterdir())
+    assert {"settings.php", "web.config", "php.ini", "config.php"} <= set(files), files
+    st = _settings(render, "win1")["settings"]
+    assert st["file_private_path"] == "\\\\10.9.0.51\\srv\\webfarm\\export\\drupal\\private"
+    web_config = (render / "win1" / "web.config").read_text()
+    # the document root is Drupal's: the health path goes to the reference app
+    assert "webfarm health to the reference app" in web_config
+    assert "C:\\inetpub\\drupal\\web" in web_config
