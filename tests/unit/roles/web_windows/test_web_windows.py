@@ -393,7 +393,8 @@ def test_fastcgi_script_structure(rendered):
 
 
 def _inline_scripts():
-    """Every win_powershell script: in the role and the molecule scenario."""
+    """Every win_powershell script: in the role, the molecule scenario and
+    the drupal role's Windows entry point."""
     found = []
 
     def walk(node, path):
@@ -407,7 +408,7 @@ def _inline_scripts():
             for v in node:
                 walk(v, path)
 
-    for base in ("roles/web_windows/tasks", "roles/web_windows/handlers", "molecule/web_windows"):
+    for base in ("roles/web_windows/tasks", "roles/web_windows/handlers", "molecule/web_windows", "roles/drupal/tasks"):
         for name in sorted(os.listdir(os.path.join(REPO, base))):
             if name.endswith(".yml"):
                 walk(yaml.safe_load(open(os.path.join(REPO, base, name))), os.path.join(base, name))
@@ -416,7 +417,8 @@ def _inline_scripts():
 
 def test_inline_powershell_scripts_are_balanced_and_report_changes():
     scripts = _inline_scripts()
-    assert len(scripts) >= 6
+    assert len(scripts) >= 9
+    assert any("roles/drupal/tasks/windows.yml" in where for where, _ in scripts)
     for where, script in scripts:
         _assert_balanced(script, where)
         # win_powershell reports changed unless the script says otherwise
