@@ -208,3 +208,22 @@ def test_firewalld_without_opt_in_stops_before_any_host_changes(fake_firewalld):
     assert "host 'ssh-web1': firewalld is enabled or running" in out, out[-3000:]
     assert "firewall_replace_firewalld" in out
     assert {n: state(n) for n in FARM} == before
+
+
+@pytest.fixture
+def looks_like_ubuntu():
+    h = root("ssh-db1")
+    h.check_output("cp --remove-destination /usr/lib/os-release /etc/os-release && "
+                   "sed -i 's/^ID=.*/ID=ubuntu/; s/^NAME=.*/NAME=\"Ubuntu\"/; s/^VERSION_ID=.*/VERSION_ID=\"24.04\"/' "
+                   "/etc/os-release && mv /etc/debian_version /etc/debian_version.molecule")
+    yield
+    h.run("mv /etc/debian_version.molecule /etc/debian_version; ln -sf ../usr/lib/os-release /etc/os-release")
+
+
+def test_an_untested_platform_is_refused_before_any_host_changes(looks_like_ubuntu):
+    before = {n: state(n) for n in FARM}
+    out = _untouched(playbook(SITE, timeout=300))
+    assert "host 'ssh-db1' runs Ubuntu 24.04, which no test of colo.webfarm covers (tested: Debian 12)" in out, \
+        out[-3000:]
+    assert "webfarm_allow_untested_platforms: true" in out
+    assert {n: state(n) for n in FARM} == before
