@@ -13,6 +13,13 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
+SUPPORTED_RELEASES="bookworm trixie"
+case " $SUPPORTED_RELEASES " in
+  *" $WEBFARM_DEBIAN "*) ;;
+  *) log "WEBFARM_DEBIAN is '$WEBFARM_DEBIAN'; supported releases: bookworm (Debian 12, tested), trixie (Debian 13, image only)"
+     exit 2 ;;
+esac
+
 apt_install() {
   local stamp=/var/lib/apt/periodic/colo-webfarm-updated
   if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ]; then
@@ -95,13 +102,13 @@ ensure_apt_cache() {
 
 # Packages every container gets in its base image: what Ansible and systemd need.
 BASE_PACKAGES="python3,python3-apt,systemd,systemd-sysv,iproute2,procps,ca-certificates"
-RAW_IMAGE="colo-webfarm/debian-rootfs:bookworm"
+RAW_IMAGE="colo-webfarm/debian-rootfs:$WEBFARM_DEBIAN"
 
 raw_from_registry() {
-  timeout 60 docker pull -q debian:bookworm >/dev/null 2>&1 || return 1
-  log "building $RAW_IMAGE from debian:bookworm"
-  printf 'FROM debian:bookworm\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends %s\n' \
-    "${BASE_PACKAGES//,/ }" | DOCKER_BUILDKIT=0 docker build -q -t "$RAW_IMAGE" - >/dev/null
+  timeout 60 docker pull -q "debian:$WEBFARM_DEBIAN" >/dev/null 2>&1 || return 1
+  log "building $RAW_IMAGE from debian:$WEBFARM_DEBIAN"
+  printf 'FROM debian:%s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends %s\n' \
+    "$WEBFARM_DEBIAN" "${BASE_PACKAGES//,/ }" | DOCKER_BUILDKIT=0 docker build -q -t "$RAW_IMAGE" - >/dev/null
 }
 
 raw_from_debootstrap() {
@@ -109,12 +116,12 @@ raw_from_debootstrap() {
   local root
   root="$(mktemp -d /var/tmp/colo-webfarm-rootfs.XXXXXX)"
   log "building $RAW_IMAGE with debootstrap (about 2 minutes)"
-  debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$root" \
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$WEBFARM_DEBIAN" "$root" \
     http://deb.debian.org/debian >/var/log/colo-webfarm-debootstrap.log 2>&1
   printf '%s\n' \
-    "deb http://deb.debian.org/debian bookworm main" \
-    "deb http://deb.debian.org/debian bookworm-updates main" \
-    "deb http://deb.debian.org/debian-security bookworm-security main" \
+    "deb http://deb.debian.org/debian $WEBFARM_DEBIAN main" \
+    "deb http://deb.debian.org/debian $WEBFARM_DEBIAN-updates main" \
+    "deb http://deb.debian.org/debian-security $WEBFARM_DEBIAN-security main" \
     > "$root/etc/apt/sources.list"
   chroot "$root" apt-get clean
   tar -C "$root" -c . | docker import - "$RAW_IMAGE" >/dev/null

@@ -2,7 +2,11 @@
 # shellcheck shell=bash
 REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 export VENV="${VENV:-$REPO/.venv}"
-export WEBFARM_BASE_IMAGE="${WEBFARM_BASE_IMAGE:-colo-webfarm/debian:bookworm}"
+# The Debian release of the lab's and the scenarios' containers (one base
+# image per release): bookworm (Debian 12, every scenario) or trixie (Debian
+# 13: the image builds, no scenario runs on it yet).
+export WEBFARM_DEBIAN="${WEBFARM_DEBIAN:-bookworm}"
+export WEBFARM_BASE_IMAGE="${WEBFARM_BASE_IMAGE:-colo-webfarm/debian:$WEBFARM_DEBIAN}"
 # apt-cacher-ng on this machine caches the .deb files every container downloads.
 export WEBFARM_APT_CACHE="${WEBFARM_APT_CACHE:-on}"  # "off": no apt-cacher-ng
 export PATH="$VENV/bin:$PATH"
