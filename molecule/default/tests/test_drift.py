@@ -41,7 +41,7 @@ def site(*args):
 
 def test_check_run_on_the_converged_farm_changes_nothing_and_fails_nowhere():
     rc, out, recap = site("--check", "--diff")
-    assert rc == 0, out[-4000:]
+    assert rc == 0, (recap, re.findall(r"^fatal: .*$", out, re.M)[:10], out[-2000:])
     assert recap and all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), recap
     changed = {h: r["changed"] for h, r in recap.items() if r["changed"]}
     assert not changed, (changed, re.findall(r"^changed: \[.*$", out, re.M)[:20])
