@@ -3,6 +3,7 @@ first (errant candidate, candidate that cannot catch up), then a switchover,
 the inventory change and repoint, then a failover with the primary stopped.
 The tests run in file order and each leaves the state the next one expects."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -76,15 +77,19 @@ def inventory(primary=None):
     return dst
 
 
-def promote(inv, *extra):
+def playbook(path, inv, *args):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, ".collections"),
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    res = subprocess.run(["ansible-playbook", "-i", inv, path] + list(args), cwd=PROJECT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    return res.returncode, res.stdout + res.stderr
+
+
+def promote(inv, *extra):
     args = []
     for e in extra:
         args += ["-e", e]
-    res = subprocess.run(["ansible-playbook", "-i", inv, "playbooks/db_promote.yml"] + args, cwd=PROJECT,
-                         env=env, capture_output=True, text=True, timeout=600)
-    return res.returncode, res.stdout + res.stderr
+    return playbook("playbooks/db_promote.yml", inv, *args)
 
 
 APP_CONFIG = "/var/www/webfarm/config/config.php"
@@ -116,6 +121,9 @@ def test_errant_candidate_aborts_and_leaves_the_primary_untouched():
         rc, out = promote(inventory(), "mode=switchover", "candidate=" + db2)
         assert rc != 0, out[-2000:]
         assert "has errant GTIDs" in out and "untouched" in out, out[-3000:]
+        # the old extra var names still work, with a deprecation warning naming the new ones
+        assert "DEPRECATED: -e mode=... and -e candidate=... still work but will be removed; use " \
+               "-e db_promote_mode=switchover -e db_promote_candidate=%s instead" % db2 in out, out[-3000:]
         assert value(db1, "SELECT @@read_only") == "0"
         assert status(db1) == {}
         st = status(db2)
@@ -158,8 +166,9 @@ def test_candidate_that_cannot_catch_up_aborts_and_leaves_the_primary_frozen():
 
 def test_switchover_moves_the_primary_and_the_marker_travels_to_the_old_primary():
     db1, db2, db3 = P + "db1", P + "db2", P + "db3"
-    rc, out = promote(inventory(), "mode=switchover")     # candidates tie: the first by name, db2
+    rc, out = promote(inventory(), "db_promote_mode=switchover")     # candidates tie: the first by name, db2
     assert rc == 0, out[-4000:]
+    assert "DEPRECATED" not in out, out[-3000:]
     assert "move '%s' from group db_replicas to group db_primary" % db2 in out, out[-3000:]
     assert value(db2, "SELECT @@read_only") == "0" and status(db2) == {}
     for name in (db1, db3):
@@ -185,6 +194,89 @@ def test_switchover_moves_the_primary_and_the_marker_travels_to_the_old_primary(
     # the same run re-rendered the app's settings with the new primary: the app writes there
     assert "Web nodes whose database settings now name '%s' (re-rendered in this run): %s" % (db2, P + "web1") in out, \
         out[-3000:]
+    assert app_settings_host() == ADDR[db2]
+    token = uuid.uuid4().hex
+    res = app_write(token)
+    assert res.rc == 0 and res.stdout.strip() == ADDR[db2], (res.stdout, res.stderr)
+    for name in (db1, db3):
+        wait_for(name, "SELECT COUNT(*) FROM shop.marker WHERE token = '%s'" % token, "1", 10)
+
+
+ROLE_CONF = "/etc/mysql/mariadb.conf.d/61-webfarm-role.cnf"
+SERVER_CONF = "/etc/mysql/mariadb.conf.d/60-webfarm.cnf"
+# site.yml's own preflight wants balancers; this scenario has none
+SITE_ARGS = ["--tags", "db", "-e", '{"preflight_required_groups": ["db_primary", "web"]}']
+
+
+def writable():
+    return [n for n in (P + "db1", P + "db2", P + "db3") if value(n, "SELECT @@read_only") == "0"]
+
+
+def test_switchover_is_recorded_on_every_database_host():
+    for name in (P + "db1", P + "db2", P + "db3"):
+        rec = json.loads(node(name).file("/etc/ansible/facts.d/webfarm_db.fact").content_string)
+        assert (rec["primary"], rec["previous"], rec["mode"]) == (P + "db2", P + "db1", "switchover"), (name, rec)
+        assert rec["address"] == ADDR[P + "db2"] and rec["recorded_at"].endswith("Z"), rec
+
+
+def test_site_stops_before_any_change_when_the_servers_disagree_with_inventory_and_record():
+    db1, db2, db3 = P + "db1", P + "db2", P + "db3"
+    names = (db1, db2, db3)
+    fact = "/etc/ansible/facts.d/webfarm_db.fact"
+    before = {n: (node(n).file(ROLE_CONF).md5sum, node(n).file(SERVER_CONF).md5sum) for n in names}
+    # as after a switchover done by hand: db2 is the live primary, nothing recorded it
+    for n in names:
+        assert node(n).run("mv %s %s.away" % (fact, fact)).rc == 0
+    try:
+        rc, out = playbook("playbooks/site.yml", inventory(), *SITE_ARGS)
+    finally:
+        for n in names:
+            node(n).run("mv %s.away %s" % (fact, fact))
+    assert rc != 0, out[-3000:]
+    assert "STOPPED before any change on any database host. What the servers say: %s: read-only, replicates " \
+           "from %s; %s: writable, replicates from nothing (a primary); %s: read-only, replicates from %s." \
+           % (db1, ADDR[db2], db2, db3, ADDR[db2]) in out, out[-3000:]
+    assert "The live primary is '%s'; the inventory says '%s'; no promotion was recorded." % (db2, db1) in out, \
+        out[-3000:]
+    assert "edit the inventory: move '%s' from group db_replicas to group db_primary and '%s' from group " \
+           "db_primary to group db_replicas; then rerun." % (db2, db1) in out, out[-3000:]
+    assert "Install the server" not in out and "Apply the role-dependent settings live" not in out, out[-3000:]
+    assert {n: (node(n).file(ROLE_CONF).md5sum, node(n).file(SERVER_CONF).md5sum) for n in names} == before
+    assert writable() == [db2]
+    for name in (db1, db3):
+        assert status(name)["Master_Host"] == ADDR[db2]
+
+
+def test_site_with_the_unchanged_inventory_follows_the_recorded_primary():
+    db1, db2, db3 = P + "db1", P + "db2", P + "db3"
+    rc, out = playbook("playbooks/site.yml", inventory(), *SITE_ARGS)
+    assert rc == 0, out[-4000:]
+    assert "WARNING: the inventory names '%s' as the database primary, but the servers say '%s' is the primary, " \
+           "as playbooks/db_promote.yml recorded at" % (db1, db2) in out, out[-3000:]
+    assert "Edit the inventory: move '%s' from group db_replicas to group db_primary and '%s' from group " \
+           "db_primary to group db_replicas." % (db2, db1) in out, out[-3000:]
+    # exactly one writable server, replication direction unchanged
+    assert writable() == [db2]
+    assert status(db2) == {}
+    for name in (db1, db3):
+        st = status(name)
+        assert st["Master_Host"] == ADDR[db2], (name, st)
+        assert st["Slave_IO_Running"] == "Yes" and st["Slave_SQL_Running"] == "Yes", (name, st)
+    # the role's files now survive a restart with the live roles
+    assert "read_only = OFF" in node(db2).file(ROLE_CONF).content_string
+    for name in (db1, db3):
+        assert "read_only = ON" in node(name).file(ROLE_CONF).content_string
+    # the summary at the end of site.yml names the live primary
+    assert "db primary: %s (%s)" % (db2, ADDR[db2]) in out, out[-3000:]
+
+
+def test_db_and_app_plays_with_the_unchanged_inventory_keep_the_app_on_the_live_primary():
+    db1, db2, db3 = P + "db1", P + "db2", P + "db3"
+    # the scenario's converge: the mysql role on db, then webfarm_app on the web node, one run
+    rc, out = playbook("molecule/db_promote/converge.yml", inventory())
+    assert rc == 0, out[-4000:]
+    assert "Edit the inventory: move '%s' from group db_replicas" % db2 in out, out[-3000:]
+    assert writable() == [db2]
     assert app_settings_host() == ADDR[db2]
     token = uuid.uuid4().hex
     res = app_write(token)

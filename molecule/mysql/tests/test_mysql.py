@@ -171,25 +171,6 @@ def test_config_files_are_managed(host):
                 content.splitlines()[1], content[:200]
 
 
-def test_stopped_replica_is_reported_not_reset():
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    before = replica_status("mysql-db3")
-    assert value("mysql-db3", "STOP SLAVE SQL_THREAD; SELECT 1") == "1"
-    try:
-        res = run_playbook("molecule/mysql/converge.yml", inventory)
-        out = res.stdout + res.stderr
-        assert res.returncode != 0, out[-3000:]
-        assert "host 'mysql-db3': replication from 'mysql-db1' is not running" in out, out[-3000:]
-        assert "Last_SQL_Error" in out
-        after = replica_status("mysql-db3")
-        # not reset, not repointed: the same source, the thread still stopped
-        assert after["Master_Host"] == before["Master_Host"]
-        assert after["Slave_SQL_Running"] == "No"
-        assert after["Gtid_IO_Pos"] >= before["Gtid_IO_Pos"]
-    finally:
-        value("mysql-db3", "START SLAVE SQL_THREAD; SELECT 1")
-
-
 BAD_INVENTORY = """
 webfarm:
   vars:
@@ -311,3 +292,132 @@ def test_replica_whose_primary_is_unreachable_fails_before_anything_is_written()
     assert "Write the server configuration" not in out, out[-3000:]
     assert node("mysql-db2").file(conf).md5sum == before
     assert replica_status("mysql-db2")["Master_Host"] == ADDR[PRIMARY]
+
+
+SEED_USER = "webfarm_seed"
+ALL_DB = [PRIMARY] + REPLICAS
+
+
+def leftovers(name):
+    """Files a seed could leave on a database host: dumps, working directories."""
+    res = node(name).run("find /tmp /var/tmp /root -maxdepth 2 \\( -name 'webfarm-seed*' -o -name '*.sql' "
+                         "-o -name '*.sql.gz' \\) -print")
+    assert res.rc == 0, res.stderr
+    return res.stdout.split()
+
+
+def controller_leftovers():
+    found = []
+    for d in {tempfile.gettempdir(), "/tmp", "/var/tmp", os.path.expanduser("~/.ansible/tmp")}:
+        if os.path.isdir(d):
+            found += [os.path.join(d, f) for f in os.listdir(d) if f.startswith("webfarm-seed") or f.endswith(".sql")]
+    return found
+
+
+def seed_accounts():
+    return {n: value(n, "SELECT COUNT(*) FROM mysql.user WHERE User = '%s'" % SEED_USER) for n in ALL_DB}
+
+
+def test_late_replica_seed_left_no_dump_and_no_account_anywhere():
+    assert controller_leftovers() == []
+    for name in ALL_DB:
+        assert leftovers(name) == [], name
+    assert seed_accounts() == {n: "0" for n in ALL_DB}
+
+
+def make_blank(name):
+    """Turn a replica back into a new, empty server (nothing written to any binary log)."""
+    value(name, "STOP SLAVE; RESET SLAVE ALL; SET SESSION sql_log_bin=0; DROP DATABASE IF EXISTS shop; "
+                "RESET MASTER; SET GLOBAL gtid_slave_pos = ''; SELECT 1")
+    assert value(name, "SELECT @@gtid_current_pos") == ""
+
+
+# One run of the role proves two refusals: a replica whose thread stopped is
+# reported, not reset; a seed that fails half-way leaves nothing behind. The
+# next test's first run seeds the blank replica again (cause fixed).
+def test_stopped_replica_is_reported_not_reset_and_a_failed_seed_leaves_nothing_behind():
+    late = "mysql-db4"
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    before = replica_status("mysql-db3")
+    assert value("mysql-db3", "STOP SLAVE SQL_THREAD; SELECT 1") == "1"
+    make_blank(late)
+    # a view whose table is gone: mariadb-dump stops with an error in the middle of the stream
+    value(PRIMARY, "CREATE TABLE shop.gone (id INT); CREATE VIEW shop.broken AS SELECT * FROM shop.gone; "
+                   "DROP TABLE shop.gone; SELECT 1")
+    try:
+        res = run_playbook("molecule/mysql/role.yml", inventory)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0, out[-3000:]
+        # the stopped replica
+        assert "host 'mysql-db3': replication from 'mysql-db1' is not running" in out, out[-3000:]
+        assert "Last_SQL_Error" in out
+        after = replica_status("mysql-db3")
+        # not reset, not repointed: the same source, the thread still stopped
+        assert after["Master_Host"] == before["Master_Host"]
+        assert after["Slave_SQL_Running"] == "No"
+        assert after["Gtid_IO_Pos"] >= before["Gtid_IO_Pos"]
+        # the failed seed
+        assert "host '%s': seeding from '%s' failed in 'Stream the dump from the primary into the replica'" \
+               % (late, PRIMARY) in out, out[-3000:]
+        assert "references invalid table" in out, out[-3000:]
+        assert controller_leftovers() == []
+        for name in ALL_DB:
+            assert leftovers(name) == [], name
+        assert seed_accounts() == {n: "0" for n in ALL_DB}
+        assert replica_status(late) == {}      # never pointed at the primary
+    finally:
+        value(PRIMARY, "DROP VIEW IF EXISTS shop.broken; SELECT 1")
+        value("mysql-db3", "START SLAVE SQL_THREAD; SELECT 1")
+
+
+def started_at(name):
+    return int(value(name, "SELECT UNIX_TIMESTAMP() - VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                           "WHERE VARIABLE_NAME = 'UPTIME'"))
+
+
+def restarted(out):
+    """The hosts the role's restart task went through, in order (a loop runs its items in turn)."""
+    section = out.split("Restart the servers one at a time, replicas first, the primary last]", 1)[1].split("TASK [", 1)[0]
+    return [line.split("(item=")[1].rstrip(") ") for line in section.splitlines()
+            if line.startswith("changed: [") and "(item=" in line]
+
+
+def test_config_change_restarts_replicas_one_at_a_time_and_the_primary_only_when_allowed():
+    late = "mysql-db4"
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    marker = "/etc/mysql/webfarm-restart-pending"
+    before = {n: started_at(n) for n in ALL_DB}
+    time.sleep(2)
+    res = run_playbook("molecule/mysql/role.yml", inventory, "-e", "mysql_max_connections=201")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    # the replica left blank by the failed seed was seeded again in this run
+    assert value(late, "SELECT COUNT(*) FROM shop.seeded") == "500"
+    assert seed_accounts() == {n: "0" for n in ALL_DB}
+    assert leftovers(late) == [] and leftovers(PRIMARY) == []
+    assert "WARNING: host '%s' is the primary and its server configuration" % PRIMARY in out, out[-3000:]
+    assert "which is PENDING" in out
+    first = {n: started_at(n) for n in ALL_DB}
+    assert abs(first[PRIMARY] - before[PRIMARY]) <= 1          # the primary kept running
+    assert value(PRIMARY, "SELECT @@max_connections") == "200"
+    assert node(PRIMARY).file(marker).exists
+    for name in REPLICAS:
+        assert first[name] > before[name] + 1, (name, before, first)
+        assert value(name, "SELECT @@max_connections") == "201"
+        assert not node(name).file(marker).exists
+    # in turn: each replica came back (and replicated) before the next went down
+    assert restarted(out) == sorted(REPLICAS), out[-3000:]
+    # back to the default, now allowing the primary: the replicas in turn, then the primary last
+    res = run_playbook("molecule/mysql/role.yml", inventory, "-e", "mysql_allow_primary_restart=true")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert restarted(out) == sorted(REPLICAS) + [PRIMARY], out[-3000:]
+    second = {n: started_at(n) for n in ALL_DB}
+    assert second[PRIMARY] > first[PRIMARY] + 1
+    assert all(second[PRIMARY] >= second[n] for n in REPLICAS), second
+    for name in ALL_DB:
+        assert value(name, "SELECT @@max_connections") == "200"
+        assert not node(name).file(marker).exists
+    for name in REPLICAS:
+        st = replica_status(name)
+        assert st["Slave_IO_Running"] == "Yes" and st["Slave_SQL_Running"] == "Yes", (name, st)
