@@ -278,11 +278,8 @@ def _rerender_hosts(playbook):
     return hosts
 
 
-# The Windows play of db_promote.yml (web_windows tasks_from db_settings) is
-# wired by the maintainer rewriting that playbook (issue #19): strict xfail
-# until then, so this fails as soon as the wiring lands; remove the marker
-# with it.
-@pytest.mark.xfail(strict=True, reason="db_promote.yml does not re-render on web_windows yet (issue #19)")
+# After a promotion db_promote.yml re-renders the database settings of every
+# web node: Linux (webfarm_app) and Windows (web_windows tasks_from db_settings).
 def test_db_promote_rerenders_the_windows_nodes_of_production_example():
     hosts = _rerender_hosts(os.path.join(PLAYBOOKS, "db_promote.yml"))
     assert _group_hosts(PRODUCTION, "web_windows") <= hosts, hosts
