@@ -183,21 +183,25 @@ def _untouched(run):
     return run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("db1_vars,needle", [
-    ({"ansible_user": "needpw"}, "host 'ssh-db1': ansible_become is true but sudo for user 'needpw' asks for a password"),
-    ({"ansible_user": "needtty"}, "host 'ssh-db1': ansible_become is true but sudo for user 'needtty' requires a "
-                                  "terminal (Defaults requiretty)"),
-    ({"ansible_port": "twenty-two"}, "host 'ssh-db1': variable 'ansible_port' is 'twenty-two'"),
-    ({"webfarm_admin_networks": ["10.0.0.0/33"]}, "host 'ssh-db1': variable 'webfarm_admin_networks' is '10.0.0.0/33'"),
+@pytest.mark.parametrize("host,host_vars,needle", [
+    ("ssh-db1", {"ansible_user": "needpw"},
+     "host 'ssh-db1': ansible_become is true but sudo for user 'needpw' asks for a password"),
+    ("ssh-db1", {"ansible_user": "needtty"},
+     "host 'ssh-db1': ansible_become is true but sudo for user 'needtty' requires a terminal (Defaults requiretty)"),
+    ("ssh-db1", {"ansible_port": "twenty-two"}, "host 'ssh-db1': variable 'ansible_port' is 'twenty-two'"),
+    ("ssh-db1", {"webfarm_admin_networks": ["10.0.0.0/33"]},
+     "host 'ssh-db1': variable 'webfarm_admin_networks' is '10.0.0.0/33'"),
+    # a balancer check that used to fail half-way through the run
+    ("ssh-lb1", {"haproxy_admin_networks": []}, "host 'ssh-lb1': variable 'haproxy_admin_networks'"),
 ])
-def test_bad_access_input_stops_before_any_host_changes(tmp_path, db1_vars, needle):
+def test_bad_access_input_stops_before_any_host_changes(tmp_path, host, host_vars, needle):
     # one host's variables, from a second inventory source
-    extra = tmp_path / "db1.yml"
-    extra.write_text(json.dumps({"all": {"hosts": {"ssh-db1": db1_vars}}}))
+    extra = tmp_path / "extra.yml"
+    extra.write_text(json.dumps({"all": {"hosts": {host: host_vars}}}))
     before = {n: state(n) for n in FARM}
     out = _untouched(playbook(SITE, "-i", str(extra), timeout=300))
     assert needle in out, out[-3000:]
-    if "ansible_user" in db1_vars:
+    if "ansible_user" in host_vars:
         assert "Nothing was changed" in out
     assert {n: state(n) for n in FARM} == before
 
@@ -208,6 +212,14 @@ def test_firewalld_without_opt_in_stops_before_any_host_changes(fake_firewalld):
     assert "host 'ssh-web1': firewalld is enabled or running" in out, out[-3000:]
     assert "firewall_replace_firewalld" in out
     assert {n: state(n) for n in FARM} == before
+
+
+def test_firewalld_with_opt_in_is_stopped_and_disabled(fake_firewalld):
+    run = playbook(SITE, "--tags", "firewall", "--limit", "localhost,ssh-web1", "-e", "firewall_replace_firewalld=true")
+    assert run.returncode == 0, run.stdout[-3000:]
+    h = root("ssh-web1")
+    assert not h.service("firewalld").is_running and not h.service("firewalld").is_enabled
+    assert fresh_ssh("ssh-web1").returncode == 0
 
 
 @pytest.fixture
