@@ -39,7 +39,9 @@ def model(groups, hostvars):
     """
     stored = None
     try:
-        local = hostvars["localhost"]
+        # The stored model is plain data (a fact): read it without templating
+        # the whole structure again on every call.
+        local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
         if "webfarm_model" in local:
             stored = local["webfarm_model"]
     except (KeyError, TypeError):

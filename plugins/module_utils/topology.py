@@ -335,22 +335,26 @@ REPLACED_VARIABLES = {
 }
 
 
+_REPLACED_SET = frozenset(REPLACED_VARIABLES)
+_FARM_SET = frozenset(FARM_SETTINGS)
+
+
 def _settings(names, hostvars):
     """Read and validate every farm setting once over ``names`` (the farm)."""
     out = {}
     seen = {}
     for name in names:
         hv = hostvars.get(name) or {}
-        for var in REPLACED_VARIABLES:
-            if var in hv:
-                raise _err(name, var, hv.get(var),
-                           "nothing: it is replaced by the farm setting '%s' (set that once in group_vars of "
-                           "'webfarm'; the service, its clients and the firewall all follow it)"
-                           % REPLACED_VARIABLES[var])
-        for var, (default, check) in FARM_SETTINGS.items():
-            if var not in hv:
-                continue
-            value = check(name, var, hv.get(var))
+        keys = hv.keys()  # one pass over the host's variable names, not one lookup per setting
+        replaced = _REPLACED_SET.intersection(keys)
+        if replaced:
+            var = sorted(replaced)[0]
+            raise _err(name, var, hv.get(var),
+                       "nothing: it is replaced by the farm setting '%s' (set that once in group_vars of "
+                       "'webfarm'; the service, its clients and the firewall all follow it)"
+                       % REPLACED_VARIABLES[var])
+        for var in _FARM_SET.intersection(keys):
+            value = FARM_SETTINGS[var][1](name, var, hv.get(var))
             if var not in seen:
                 seen[var] = (name, value)
             elif value != seen[var][1]:
