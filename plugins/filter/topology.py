@@ -38,6 +38,7 @@ def model(groups, hostvars):
     when it is out of date, the model is computed now.
     """
     stored = None
+    local = {}
     try:
         # The stored model is plain data (a fact): read it without templating
         # the whole structure again on every call.
@@ -46,7 +47,7 @@ def model(groups, hostvars):
             stored = local["webfarm_model"]
     except (KeyError, TypeError):
         stored = None
-    current = _t.current_model(stored, groups, hostvars) if stored is not None else None
+    current = _t.current_model(stored, groups, local) if stored is not None else None
     return current if current is not None else _t.build_topology(groups, hostvars)
 
 

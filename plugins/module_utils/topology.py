@@ -561,26 +561,25 @@ def _source_groups(groups):
     return {g: sorted(_group(groups, g)) for g in GROUPS}
 
 
-def current_model(model, groups, hostvars):
+def current_model(model, groups, controller_vars):
     """``model`` if it still describes the inventory, else ``None``.
 
     A model kept for the run (preflight stores it on the controller as
     ``webfarm_model``) is current while the inventory groups are the same and
     ``webfarm_db_primary``, the one farm setting a run changes (after a
-    promotion), has the value it was computed with. Cost: the groups only,
-    and one host's variables.
+    promotion), has the value it was computed with. Whoever changes that
+    setting during a run also sets it on the controller (``controller_vars``,
+    the controller's variables) and stores a new model; a changed primary
+    without a new model makes this return ``None``. Cost: the groups only.
     """
     if not isinstance(model, dict) or "source" not in model or "hosts" not in model:
         return None
     source = model["source"]
     if source.get("groups") != _source_groups(groups):
         return None
-    first = sorted(model["hosts"])[0] if model["hosts"] else None
-    if first is not None:
-        hv = hostvars.get(first) or {}
-        primary = hv.get("webfarm_db_primary") if "webfarm_db_primary" in hv else None
-        if (primary or None) != source.get("db_primary"):
-            return None
+    if "webfarm_db_primary" in controller_vars and \
+            (controller_vars["webfarm_db_primary"] or None) != source.get("db_primary"):
+        return None
     return model
 
 

@@ -530,7 +530,7 @@ def test_model_uses_the_stored_model_while_it_describes_the_inventory():
     counting = _HostVars(hv)
     counting["localhost"] = {"webfarm_model": stored}
     assert T.model(groups, counting) is stored
-    assert counting.reads <= 3  # localhost and one farm host, not the farm
+    assert counting.reads <= 1  # the controller's variables, no farm host's
 
 
 def test_model_recomputes_when_groups_or_the_primary_changed():
@@ -544,10 +544,14 @@ def test_model_recomputes_when_groups_or_the_primary_changed():
     fresh = T.model(grown, hv2)
     assert fresh is not stored and "web9" in fresh["hosts"]
     # a promotion during the run (webfarm_db_primary set on every host)
+    # (the mysql role and db_promote set webfarm_db_primary on every host and the controller)
     hv3 = {h: dict(v, webfarm_db_primary="db2") for h, v in hv.items()}
-    hv3["localhost"] = {"webfarm_model": stored}
+    hv3["localhost"] = {"webfarm_model": stored, "webfarm_db_primary": "db2"}
     fresh = T.model(groups, hv3)
     assert fresh["groups"]["db_primary"] == ["db2"] and stored["groups"]["db_primary"] == ["db1"]
+    # a stored model computed with that primary is current again
+    hv3["localhost"]["webfarm_model"] = fresh
+    assert T.model(groups, hv3) is fresh
 
 
 def test_model_without_a_stored_model_computes_it():
