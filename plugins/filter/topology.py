@@ -82,6 +82,11 @@ def farm_addresses(topology_, group):
 
 
 @_ansible_errors
+def app_settings(topology_, host, use_replicas=None):
+    return _t.app_settings(topology_, host, use_replicas)
+
+
+@_ansible_errors
 def farm_settings(topology_, hostvars=None):
     return _t.farm_settings(topology_, hostvars)
 
@@ -100,4 +105,5 @@ class FilterModule(object):
             "nfs_exports": nfs_exports,
             "farm_addresses": farm_addresses,
             "farm_settings": farm_settings,
+            "app_settings": app_settings,
         }
