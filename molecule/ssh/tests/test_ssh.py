@@ -17,11 +17,15 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import play_recap as recap  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,14 +59,6 @@ def fresh_ssh(name, command="true", user="ops", timeout=20):
 def playbook(path, *args, timeout=900):
     return subprocess.run(["ansible-playbook", "-i", INVENTORY, path] + list(args),
                           capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
-
-
-def recap(out):
-    """{host: {ok, changed, unreachable, failed, ...}} from a PLAY RECAP."""
-    got = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M):
-        got[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return got
 
 
 def wait_for_ssh(name, bound=90):
