@@ -23,6 +23,7 @@ import subprocess
 
 import pytest
 import yaml
+from test_day2_hosts import _plays  # same directory (pytest puts it on sys.path)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PLAYBOOK = os.path.join(REPO, "playbooks", "remove_node.yml")
@@ -96,17 +97,6 @@ def test_a_windows_or_linux_node_passes_the_checks(inventory, node):
     assert proc.returncode == 0, proc.output[-3000:]
     text = " ".join(proc.output.split())
     assert "Now remove '%s' from the inventory (every group it is in) and run site.yml" % node in text, text[-2000:]
-
-
-def _plays(listing):
-    plays, current = {}, None
-    for line in listing.splitlines():
-        m = re.match(r"\s+play #\d+ \([^)]*\): (.*?)\t", line)
-        if m:
-            current = plays.setdefault(m.group(1).strip(), [])
-        elif current is not None and line.startswith("      ") and line.strip():
-            current.append(line.strip())
-    return plays
 
 
 def _hosts(inventory, group):
