@@ -31,6 +31,10 @@ def main():
     for name, title in TITLES.items():
         if os.path.exists(os.path.join(RECORDS, name + ".json")):
             out[name] = plot_record(name, title, records=RECORDS, prefix="grow")
+            # grow-grow-add-node.png -> grow-add-node.png
+            png = out[name]["png"].replace("grow-grow-", "grow-")
+            os.replace(os.path.join(REPO, out[name]["png"]), os.path.join(REPO, png))
+            out[name]["png"] = png
             print("%s: %s" % (name, out[name]["png"]))
             for row in out[name]["phases"]:
                 print("  %(phase)-60s %(requests)5d requests, %(failed)d failed, p50 %(p50_ms)s ms, "

@@ -202,7 +202,9 @@ def test_remove_a_node_with_sticky_users_under_load(host):
     STATE["passed"] = "remove"
 
 
-def test_removing_twice_changes_nothing():
+def test_removing_twice_changes_nothing(host):
+    # `host` keeps this test in file order: pytest groups the tests of
+    # testinfra's parametrized host fixture and ran a test without it last
     second_run("remove")
 
 
