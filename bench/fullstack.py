@@ -71,14 +71,15 @@ def pct(values, p):
     return round(values[min(len(values) - 1, int(p * len(values)))], 1) if values else None
 
 
-def plot_record(name, title):
-    """One PNG: every request's latency over time (per probe, failures marked),
-    the events as vertical lines; returns per-phase figures."""
+def plot_record(name, title, records=RECORDS, prefix="fullstack"):
+    """One PNG (bench/results/<prefix>-<name>.png): every request's latency
+    over time (per probe, failures marked), the events as vertical lines;
+    returns per-phase figures. bench/grow.py renders its timelines with it."""
     import matplotlib  # noqa: PLC0415 (only for the plots)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    with open(os.path.join(RECORDS, name + ".json")) as f:
+    with open(os.path.join(records, name + ".json")) as f:
         rec = json.load(f)
     t0 = min(r["t"] for tl in rec["timelines"] for r in tl)
     events = sorted(rec["events"].items(), key=lambda kv: kv[1])
@@ -99,7 +100,7 @@ def plot_record(name, title):
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    png = os.path.join(RESULTS, "fullstack-%s.png" % name.replace("_", "-"))
+    png = os.path.join(RESULTS, "%s-%s.png" % (prefix, name.replace("_", "-")))
     fig.savefig(png)
     plt.close(fig)
     # figures per phase: before the first event, between events, after the last
