@@ -28,6 +28,29 @@ def topology(groups, hostvars):
 
 
 @_ansible_errors
+def model(groups, hostvars):
+    """The farm model of this run, computed once.
+
+    Preflight stores the model on the controller (``hostvars.localhost.webfarm_model``);
+    every role asks for it here and gets that one while it still describes the
+    inventory (same groups, same ``webfarm_db_primary``), so a run costs one
+    model, not one per host and task. Outside site.yml (no stored model), or
+    when it is out of date, the model is computed now.
+    """
+    stored = None
+    try:
+        # The stored model is plain data (a fact): read it without templating
+        # the whole structure again on every call.
+        local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
+        if "webfarm_model" in local:
+            stored = local["webfarm_model"]
+    except (KeyError, TypeError):
+        stored = None
+    current = _t.current_model(stored, groups, hostvars) if stored is not None else None
+    return current if current is not None else _t.build_topology(groups, hostvars)
+
+
+@_ansible_errors
 def members(topology_, balancer="haproxy"):
     return _t.members(topology_, balancer)
 
@@ -58,7 +81,7 @@ def farm_addresses(topology_, group):
 
 
 @_ansible_errors
-def farm_settings(topology_, hostvars):
+def farm_settings(topology_, hostvars=None):
     return _t.farm_settings(topology_, hostvars)
 
 
@@ -68,6 +91,7 @@ class FilterModule(object):
     def filters(self):
         return {
             "topology": topology,
+            "model": model,
             "members": members,
             "route_map": route_map,
             "server_ids": server_ids,
