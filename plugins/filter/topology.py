@@ -38,6 +38,7 @@ def model(groups, hostvars):
     when it is out of date, the model is computed now.
     """
     stored = None
+    local = {}
     try:
         # The stored model is plain data (a fact): read it without templating
         # the whole structure again on every call.
@@ -46,7 +47,7 @@ def model(groups, hostvars):
             stored = local["webfarm_model"]
     except (KeyError, TypeError):
         stored = None
-    current = _t.current_model(stored, groups, hostvars) if stored is not None else None
+    current = _t.current_model(stored, groups, local) if stored is not None else None
     return current if current is not None else _t.build_topology(groups, hostvars)
 
 
@@ -81,6 +82,11 @@ def farm_addresses(topology_, group):
 
 
 @_ansible_errors
+def app_settings(topology_, host, use_replicas=None):
+    return _t.app_settings(topology_, host, use_replicas)
+
+
+@_ansible_errors
 def farm_settings(topology_, hostvars=None):
     return _t.farm_settings(topology_, hostvars)
 
@@ -99,4 +105,5 @@ class FilterModule(object):
             "nfs_exports": nfs_exports,
             "farm_addresses": farm_addresses,
             "farm_settings": farm_settings,
+            "app_settings": app_settings,
         }

@@ -300,6 +300,10 @@ FARM_SETTINGS = {
     "webfarm_redis_port": (DEFAULT_PORTS["redis"], _port),
     "webfarm_balancer_admin_port": (DEFAULT_PORTS["balancer_admin"], _port),
     "webfarm_haproxy_peers_port": (DEFAULT_PORTS["haproxy_peers"], _port),
+    # How the applications use the database: read from the replicas (falling
+    # back to the primary), and the connect timeout in seconds.
+    "webfarm_db_use_replicas": (True, _bool),
+    "webfarm_db_timeout": (3, lambda h, v, x: _int_in(h, v, x, 1, 60)),
     # Names the database primary instead of the groups (db_promote.yml and the
     # mysql role's live state set it for the rest of a run).
     "webfarm_db_primary": (None, _db_primary),
@@ -332,6 +336,17 @@ REPLACED_VARIABLES = {
     "web_linux_health_path": "webfarm_health_path",
     "webfarm_app_health_path": "webfarm_health_path",
     "web_windows_health_path": "webfarm_health_path",
+    "mysql_app_database": "webfarm_db_name",
+    "webfarm_app_db_name": "webfarm_db_name",
+    "web_windows_db_name": "webfarm_db_name",
+    "drupal_db_name": "webfarm_db_name",
+    "mysql_app_user": "webfarm_db_user",
+    "webfarm_app_db_user": "webfarm_db_user",
+    "web_windows_db_user": "webfarm_db_user",
+    "drupal_db_user": "webfarm_db_user",
+    "webfarm_app_db_timeout": "webfarm_db_timeout",
+    "webfarm_app_use_replicas": "webfarm_db_use_replicas",
+    "drupal_use_replicas": "webfarm_db_use_replicas",
 }
 
 
@@ -558,29 +573,33 @@ def build_topology(groups, hostvars):
 
 
 def _source_groups(groups):
-    return {g: sorted(_group(groups, g)) for g in GROUPS}
+    # The sizes of the model's groups: a run can add hosts to the inventory
+    # (add_host, group_by) but never remove one, so equal sizes mean the same
+    # groups. Sizes only: reading the names would render every entry of
+    # Ansible's lazy ``groups`` on every call.
+    return {g: len(groups.get(g) or ()) for g in GROUPS}
 
 
-def current_model(model, groups, hostvars):
+def current_model(model, groups, controller_vars):
     """``model`` if it still describes the inventory, else ``None``.
 
     A model kept for the run (preflight stores it on the controller as
-    ``webfarm_model``) is current while the inventory groups are the same and
+    ``webfarm_model``) is current while the inventory groups have the same
+    sizes (a run can add hosts, not remove them) and
     ``webfarm_db_primary``, the one farm setting a run changes (after a
-    promotion), has the value it was computed with. Cost: the groups only,
-    and one host's variables.
+    promotion), has the value it was computed with. Whoever changes that
+    setting during a run also sets it on the controller (``controller_vars``,
+    the controller's variables) and stores a new model; a changed primary
+    without a new model makes this return ``None``. Cost: a few ``len()`` calls.
     """
     if not isinstance(model, dict) or "source" not in model or "hosts" not in model:
         return None
     source = model["source"]
     if source.get("groups") != _source_groups(groups):
         return None
-    first = sorted(model["hosts"])[0] if model["hosts"] else None
-    if first is not None:
-        hv = hostvars.get(first) or {}
-        primary = hv.get("webfarm_db_primary") if "webfarm_db_primary" in hv else None
-        if (primary or None) != source.get("db_primary"):
-            return None
+    if "webfarm_db_primary" in controller_vars and \
+            (controller_vars["webfarm_db_primary"] or None) != source.get("db_primary"):
+        return None
     return model
 
 
@@ -634,6 +653,48 @@ def addresses(topology, group):
     if group not in topology["groups"]:
         raise _err(None, "group", group, "one of %s" % ", ".join(GROUPS))
     return [topology["hosts"][n]["address"] for n in topology["groups"][group]]
+
+
+def app_settings(topology, host, use_replicas=None):
+    """What an application on web node ``host`` needs to know of the farm.
+
+    The one builder of the app configuration for the Linux reference app, the
+    Windows nodes and Drupal: the database primary and replicas (address and
+    port), names, timeout, the session store and its Redis host, the health
+    path, the node's route and the reverse proxies to trust. Secrets and
+    OS-specific paths are added by each role. ``use_replicas`` overrides the
+    farm's ``webfarm_db_use_replicas``.
+    """
+    _require_topology(topology)
+    st = topology["settings"]
+    hosts = topology["hosts"]
+    if host not in hosts:
+        raise _err(host, "inventory_hostname", host, "a host of the farm (in group web)")
+    if use_replicas is None:
+        use_replicas = st["db_use_replicas"]
+    use_replicas = _bool(host, "use_replicas", use_replicas)
+    port = st["db_port"]
+    primary = addresses(topology, "db_primary")
+    cache = addresses(topology, "cache")
+    return {
+        "node": host,
+        "route": hosts[host].get("route", host),
+        "health_path": st["health_path"],
+        "db": {
+            "host": primary[0] if primary else "",
+            "port": port,
+            "name": st["db_name"],
+            "user": st["db_user"],
+            "timeout": st["db_timeout"],
+            "replicas": [{"host": a, "port": port} for a in addresses(topology, "db_replicas")] if use_replicas else [],
+        },
+        "session": {
+            "store": st["session_store"],
+            "redis_host": cache[0] if cache else "",
+            "redis_port": st["redis_port"],
+        },
+        "proxies": {"balancers": addresses(topology, "balancers"), "edge": addresses(topology, "edge")},
+    }
 
 
 def _cidrs(topology, group_names):

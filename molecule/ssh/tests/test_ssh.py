@@ -17,11 +17,15 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import drift_check, play_recap as recap  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,14 +61,6 @@ def playbook(path, *args, timeout=900):
                           capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
 
-def recap(out):
-    """{host: {ok, changed, unreachable, failed, ...}} from a PLAY RECAP."""
-    got = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M):
-        got[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return got
-
-
 def wait_for_ssh(name, bound=90):
     deadline = time.time() + bound
     while time.time() < deadline:
@@ -82,6 +78,14 @@ def state(name):
 
 
 @pytest.mark.parametrize("name", FARM)
+
+def test_a_drift_check_over_ssh_completes_and_changes_nothing():
+    """site.yml --check --diff over SSH on the converged farm: no failure, changed=0, no secret in the output."""
+    out, rc = drift_check(SITE, INVENTORY)
+    assert all(r["changed"] == 0 for r in rc.values()), rc
+    for secret in ("molecule-ssh-app-password", "molecule-ssh-redis-password", "molecule-ssh-stats-password"):
+        assert secret not in out
+
 def test_a_new_ssh_connection_with_sudo_reaches_every_host(name):
     run = fresh_ssh(name, "sudo -n nft list table inet webfarm")
     assert run.returncode == 0, run.stderr

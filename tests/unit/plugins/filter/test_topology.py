@@ -415,7 +415,8 @@ def test_farm_settings_defaults_and_overrides():
                  "db_user": "webfarm", "web_uid": 33, "web_gid": 33, "legacy_route_cookie": False, "nfs_v3": False,
                  "nfs_v3_ports": {"mountd": 20048, "statd": 32765, "lockd": 32768},
                  "http_port": 80, "https_port": 443, "db_port": 3306, "redis_port": 6379,
-                 "balancer_admin_port": 8404, "haproxy_peers_port": 10000, "db_primary": None}
+                 "balancer_admin_port": 8404, "haproxy_peers_port": 10000, "db_primary": None,
+                 "db_use_replicas": True, "db_timeout": 3}
     s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
     assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
 
@@ -530,7 +531,7 @@ def test_model_uses_the_stored_model_while_it_describes_the_inventory():
     counting = _HostVars(hv)
     counting["localhost"] = {"webfarm_model": stored}
     assert T.model(groups, counting) is stored
-    assert counting.reads <= 3  # localhost and one farm host, not the farm
+    assert counting.reads <= 1  # the controller's variables, no farm host's
 
 
 def test_model_recomputes_when_groups_or_the_primary_changed():
@@ -544,12 +545,55 @@ def test_model_recomputes_when_groups_or_the_primary_changed():
     fresh = T.model(grown, hv2)
     assert fresh is not stored and "web9" in fresh["hosts"]
     # a promotion during the run (webfarm_db_primary set on every host)
+    # (the mysql role and db_promote set webfarm_db_primary on every host and the controller)
     hv3 = {h: dict(v, webfarm_db_primary="db2") for h, v in hv.items()}
-    hv3["localhost"] = {"webfarm_model": stored}
+    hv3["localhost"] = {"webfarm_model": stored, "webfarm_db_primary": "db2"}
     fresh = T.model(groups, hv3)
     assert fresh["groups"]["db_primary"] == ["db2"] and stored["groups"]["db_primary"] == ["db1"]
+    # a stored model computed with that primary is current again
+    hv3["localhost"]["webfarm_model"] = fresh
+    assert T.model(groups, hv3) is fresh
 
 
 def test_model_without_a_stored_model_computes_it():
     groups, hv = lab()
     assert T.model(groups, hv) == T.topology(groups, hv)
+
+
+# ------------------------------------------------ one app configuration --
+
+def test_app_settings_is_the_farm_seen_by_one_web_node():
+    groups, hv = lab()
+    groups["cache"] = ["db2"]
+    for h in hv:
+        hv[h].update(webfarm_db_port=3307, webfarm_redis_port=6380, webfarm_db_name="shop", webfarm_db_timeout=5)
+    app = T.app_settings(T.topology(groups, hv), "web2")
+    assert app == {
+        "node": "web2", "route": "web2", "health_path": "/health",
+        "db": {"host": "10.0.0.21", "port": 3307, "name": "shop", "user": "webfarm", "timeout": 5,
+               "replicas": [{"host": "10.0.0.22", "port": 3307}]},
+        "session": {"store": "database", "redis_host": "10.0.0.22", "redis_port": 6380},
+        "proxies": {"balancers": ["10.0.0.3"], "edge": ["10.0.0.2"]},
+    }
+
+
+def test_app_settings_replicas_off_by_the_farm_or_the_caller():
+    groups, hv = lab()
+    for h in hv:
+        hv[h]["webfarm_db_use_replicas"] = False
+    model = T.topology(groups, hv)
+    assert T.app_settings(model, "web1")["db"]["replicas"] == []
+    assert T.app_settings(model, "web1", True)["db"]["replicas"] == [{"host": "10.0.0.22", "port": 3306}]
+
+
+def test_app_settings_follows_the_promoted_primary():
+    groups, hv = lab()
+    for h in hv:
+        hv[h]["webfarm_db_primary"] = "db2"
+    app = T.app_settings(T.topology(groups, hv), "web1")
+    assert app["db"]["host"] == "10.0.0.22" and app["db"]["replicas"] == [{"host": "10.0.0.21", "port": 3306}]
+
+
+def test_app_settings_for_a_host_outside_the_farm_names_it():
+    with pytest.raises(AnsibleFilterError, match="host 'nope'"):
+        T.app_settings(topo(), "nope")
