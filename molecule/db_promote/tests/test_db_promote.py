@@ -5,6 +5,7 @@ The tests run in file order and each leaves the state the next one expects."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -164,6 +165,10 @@ def test_candidate_that_cannot_catch_up_aborts_and_leaves_the_primary_frozen():
     wait_for(db2, "SELECT COUNT(*) FROM shop.blocker WHERE token = '%s'" % token, "1")
 
 
+ROLE_CONF = "/etc/mysql/mariadb.conf.d/61-webfarm-role.cnf"
+SERVER_CONF = "/etc/mysql/mariadb.conf.d/60-webfarm.cnf"
+
+
 def test_switchover_moves_the_primary_and_the_marker_travels_to_the_old_primary():
     db1, db2, db3 = P + "db1", P + "db2", P + "db3"
     rc, out = promote(inventory(), "db_promote_mode=switchover")     # candidates tie: the first by name, db2
@@ -202,10 +207,39 @@ def test_switchover_moves_the_primary_and_the_marker_travels_to_the_old_primary(
         wait_for(name, "SELECT COUNT(*) FROM shop.marker WHERE token = '%s'" % token, "1", 10)
 
 
-ROLE_CONF = "/etc/mysql/mariadb.conf.d/61-webfarm-role.cnf"
-SERVER_CONF = "/etc/mysql/mariadb.conf.d/60-webfarm.cnf"
 # site.yml's own preflight wants balancers; this scenario has none
 SITE_ARGS = ["--tags", "db", "-e", '{"preflight_required_groups": ["db_primary", "web"]}']
+
+
+def test_switchover_rewrites_the_role_files_so_a_restart_keeps_the_roles():
+    db1, db2, db3 = P + "db1", P + "db2", P + "db3"
+    # the promotion itself rewrote 61-webfarm-role.cnf on every live host (no site.yml run yet)
+    conf = node(db2).file(ROLE_CONF).content_string
+    assert "read_only = OFF" in conf and "rpl_semi_sync_master_enabled = ON" in conf, conf
+    for name in (db1, db3):
+        conf = node(name).file(ROLE_CONF).content_string
+        assert "read_only = ON" in conf and "rpl_semi_sync_master_enabled = OFF" in conf, (name, conf)
+    # the old primary restarts (before anyone edits the inventory): it comes back read-only, replicating from db2
+    assert node(db1).run("systemctl restart mariadb").rc == 0
+    wait_for(db1, "SELECT @@read_only", "1", 30)
+    deadline = time.time() + 30
+    while time.time() < deadline and status(db1).get("Slave_SQL_Running") != "Yes":
+        time.sleep(0.5)
+    st = status(db1)
+    assert st["Master_Host"] == ADDR[db2] and st["Slave_SQL_Running"] == "Yes", st
+    assert writable() == [db2]
+
+
+def test_summary_reports_the_live_primary_and_replicas_with_the_unchanged_inventory():
+    db1, db2, db3 = P + "db1", P + "db2", P + "db3"
+    rc, out = playbook("playbooks/summary.yml", inventory())
+    assert rc == 0, out[-3000:]
+    assert "db primary: %s (%s) - the inventory names %s; edit it" % (db2, ADDR[db2], db1) in out, out[-3000:]
+    for name in (db1, db3):
+        line = [x for x in out.splitlines() if "db replica: %s (%s)" % (name, ADDR[name]) in x]
+        assert len(line) == 1, out[-3000:]
+        assert "from=%s" % ADDR[db2] in line[0] and "sql=Yes" in line[0], line
+    assert "db primary: %s" % db1 not in out and "db replica: %s" % db2 not in out, out[-3000:]
 
 
 def writable():
@@ -268,6 +302,16 @@ def test_site_with_the_unchanged_inventory_follows_the_recorded_primary():
         assert "read_only = ON" in node(name).file(ROLE_CONF).content_string
     # the summary at the end of site.yml names the live primary
     assert "db primary: %s (%s)" % (db2, ADDR[db2]) in out, out[-3000:]
+
+
+def test_check_mode_of_site_on_the_promoted_db_tier_changes_nothing():
+    before = {n: node(n).file(ROLE_CONF).md5sum for n in (P + "db1", P + "db2", P + "db3")}
+    rc, out = playbook("playbooks/site.yml", inventory(), "--check", "--diff", *SITE_ARGS)
+    assert rc == 0, out[-4000:]
+    recap = [line for line in out.splitlines() if re.match(r"^%sdb\d\s+: ok=" % P, line)]
+    assert len(recap) == 3 and all("changed=0" in line and "failed=0" in line for line in recap), recap
+    assert {n: node(n).file(ROLE_CONF).md5sum for n in before} == before
+    assert writable() == [P + "db2"]
 
 
 def test_db_and_app_plays_with_the_unchanged_inventory_keep_the_app_on_the_live_primary():
