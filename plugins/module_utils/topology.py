@@ -927,18 +927,20 @@ def _tier(h):
 def monitoring_targets(topology):
     """What Prometheus scrapes and probes, derived from the model.
 
-    Returns ``{enabled, host, address, ports, exporters, jobs, tls_endpoints}``:
+    Returns ``{enabled, host, address, ports, exporters, jobs, tls_endpoints, hosts}``:
     ``jobs`` is a list of ``{name, path, targets: [{target, host, tier}]}``
     (one job per exporter that is on and has hosts, in a fixed order);
     ``tls_endpoints`` the ``ADDRESS:443`` of the public TLS endpoints (the edge
     with stunnel, the balancers when HAProxy terminates TLS or there is no
-    edge) for the blackbox exporter. Without a monitoring host: enabled false
+    edge) for the blackbox exporter; ``hosts`` maps each scraped host to
+    its job names (what the exporters role installs there). Without a monitoring host: enabled false
     and no jobs.
     """
     mon = _monitoring(topology)
     if mon is None:
         return {"enabled": False, "host": None, "address": None, "ports": dict(MONITORING_PORTS),
-                "exporters": {k: False for k in MONITORING_EXPORTERS}, "jobs": [], "tls_endpoints": []}
+                "exporters": {k: False for k in MONITORING_EXPORTERS}, "jobs": [], "tls_endpoints": [],
+                "hosts": {}}
     hosts = topology["hosts"]
     g = topology["groups"]
     on = mon["exporters"]
@@ -973,8 +975,13 @@ def monitoring_targets(topology):
     native_tls = topology.get("tls_terminator") == "haproxy" or not g["edge"]
     front = g["balancers"] if native_tls else g["edge"]
     tls = ["%s:%d" % (hosts[n]["address"], DEFAULT_PORTS["https"]) for n in front]
+    by_host = {}
+    for j in jobs:
+        for x in j["targets"]:
+            by_host.setdefault(x["host"], []).append(j["name"])
     return {"enabled": True, "host": mon["host"], "address": hosts[mon["host"]]["address"],
-            "ports": dict(port), "exporters": dict(on), "jobs": jobs, "tls_endpoints": tls}
+            "ports": dict(port), "exporters": dict(on), "jobs": jobs, "tls_endpoints": tls,
+            "hosts": by_host}
 
 
 def _number(var, value):

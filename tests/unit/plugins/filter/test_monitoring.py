@@ -54,6 +54,8 @@ def test_targets_cover_every_tier():
     t = M.monitoring_targets(farm())
     assert t["enabled"] and t["host"] == "mon1" and t["address"] == "10.0.0.40"
     assert t["tls_endpoints"] == ["10.0.0.2:443"]
+    assert t["hosts"]["db1"] == ["node", "mysqld"] and t["hosts"]["lb1"] == ["node", "haproxy"]
+    assert t["hosts"]["web1"] == ["node", "apache"] and t["hosts"]["mon1"] == ["node"]
     tiers = {x["host"]: x["tier"] for j in t["jobs"] for x in j["targets"]}
     assert tiers["db1"] == "db_primary" and tiers["db2"] == "db_replicas" and tiers["mon1"] == "monitoring"
 
@@ -81,7 +83,7 @@ def test_exporters_can_be_turned_off_and_windows_on():
 def test_without_monitoring_host_nothing_changes():
     with_group = farm(monitoring=())
     t = M.monitoring_targets(with_group)
-    assert t["enabled"] is False and t["jobs"] == [] and t["tls_endpoints"] == []
+    assert t["enabled"] is False and t["jobs"] == [] and t["tls_endpoints"] == [] and t["hosts"] == {}
     flows = T.firewall_flows(with_group)
     names = {f["name"] for fl in flows.values() for f in fl}
     assert not names & {"node-exporter", "haproxy-metrics", "apache-exporter", "mysqld-exporter",
