@@ -151,10 +151,10 @@ def test_exporters_report_what_the_alerts_need():
 
 def test_outsider_reaches_no_exporter_port(host):
     for address, port in EXPORTER_PORTS:
-        res = host.run("timeout 3 bash -c 'exec 3<>/dev/tcp/%s/%d' 2>&1", address, port)
+        res = host.run("timeout 3 bash -c 'exec 3<>/dev/tcp/%s/%d' 2>&1" % (address, port))
         assert res.rc != 0, "the outsider connected to %s:%d" % (address, port)
     # control: the same kind of probe does connect where the farm allows the outsider (HTTPS on lb1)
-    assert host.run("timeout 3 bash -c 'exec 3<>/dev/tcp/%s/443'", LB).rc == 0
+    assert host.run("timeout 3 bash -c 'exec 3<>/dev/tcp/%s/443'" % LB).rc == 0
 
 
 def test_stopped_web_node_raises_backend_down():
