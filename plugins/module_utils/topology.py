@@ -23,7 +23,7 @@ import zlib
 # Inventory groups the model reads. ``web`` has children ``web_linux`` and
 # ``web_windows``; ``db`` has children ``db_primary`` and ``db_replicas``.
 GROUPS = ("edge", "balancers", "web", "web_linux", "web_windows",
-          "db", "db_primary", "db_replicas", "nfs", "cache")
+          "db", "db_primary", "db_replicas", "nfs", "cache", "monitoring")
 
 ROUTE_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 ROUTE_BAD_CHARS_RE = re.compile(r"[^A-Za-z0-9_-]")
@@ -569,6 +569,7 @@ def build_topology(groups, hostvars):
         "tls_terminator": settings["tls_terminator"],
         "nfs_v3": nfs_v3,
         "nfs_v3_ports": settings["nfs_v3_ports"] if nfs_v3 else {},
+        "monitoring": monitoring_model(topo, hosts, hostvars.get(sorted(in_farm)[0]) if in_farm else {}),
     }
 
 
@@ -792,6 +793,7 @@ def firewall_flows(topology):
                         mine.append(_flow(svc, topology["nfs_v3_ports"][svc], web, proto))
         if name in g["cache"]:
             mine.append(_flow("redis", p["redis"], web))
+        mine.extend(monitoring_flows(topology, name))
         mine.extend(_extra_flows(topology, name))
         flows[name] = [f for f in mine if f["sources"]]
     return flows
@@ -970,3 +972,247 @@ def vrrp_plan(topology, vips, group="", router_id_base=51):
             "flows": [_flow("vrrp", None, [hosts[q["name"]]["cidr"] for q in others], "vrrp")],
         }
     return {"group": group, "instances": instances, "peers": peers, "hosts": plan_hosts}
+
+
+# ------------------------------------------------------------- monitoring --
+# Self-contained: the optional 'monitoring' group (Prometheus, Alertmanager,
+# blackbox exporter on one host) and the exporters it scrapes. A farm without
+# a monitoring host gets no targets and no flows from here.
+
+MONITORING_PORTS = {
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "blackbox": 9115,
+    "node": 9100,
+    "apache": 9117,
+    "mysqld": 9104,
+    "redis": 9121,
+    "windows": 9182,
+}
+# Exporters and whether each is on by default when the farm has a monitoring
+# host (farm variable webfarm_monitoring_exporters overrides any of them).
+MONITORING_EXPORTERS = {
+    "node": True,
+    "haproxy": True,
+    "apache": True,
+    "mysqld": True,
+    "redis": True,
+    "keepalived": True,
+    "windows": False,
+}
+MONITORING_RECEIVERS = ("webhook", "email", "none")
+_DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+_MONITORING_DURATIONS = ("monitoring_scrape_interval", "monitoring_evaluation_interval",
+                         "monitoring_alert_for", "monitoring_retention", "monitoring_scrape_timeout")
+_MONITORING_TIERS = ("monitoring", "edge", "balancers", "web", "db_primary", "db_replicas", "nfs", "cache")
+
+
+def monitoring_model(topo, hosts, farm):
+    """The monitoring part of the model: its host (or None) and the exporters on.
+
+    ``topo`` maps groups to sorted hosts, ``hosts`` the host entries and
+    ``farm`` the farm-level variables. At most one monitoring host;
+    ``webfarm_monitoring_exporters`` is a mapping of exporter names to
+    booleans (unknown names and non-booleans are errors).
+    """
+    names = topo.get("monitoring") or []
+    if len(names) > 1:
+        raise _err(None, "groups.monitoring", list(names),
+                   "at most one monitoring host (Prometheus and Alertmanager run on one host; "
+                   "found %d: keep one in group 'monitoring')" % len(names))
+    if names and hosts[names[0]]["os"] != "linux":
+        raise _err(names[0], "groups", "monitoring and web_windows", "a Linux monitoring host")
+    given = (farm or {}).get("webfarm_monitoring_exporters", {}) or {}
+    if not isinstance(given, dict):
+        raise _err(None, "webfarm_monitoring_exporters", given,
+                   "a mapping of exporter names (%s) to true or false" % ", ".join(MONITORING_EXPORTERS))
+    exporters = dict(MONITORING_EXPORTERS)
+    for key, value in given.items():
+        if key not in MONITORING_EXPORTERS:
+            raise _err(None, "webfarm_monitoring_exporters.%s" % key, value,
+                       "one of the exporters %s" % ", ".join(MONITORING_EXPORTERS))
+        exporters[key] = _bool(None, "webfarm_monitoring_exporters.%s" % key, value)
+    host = names[0] if names else None
+    if host is None:
+        exporters = {k: False for k in exporters}
+    return {"host": host, "exporters": exporters, "ports": dict(MONITORING_PORTS)}
+
+
+def _monitoring(topology):
+    _require_topology(topology)
+    mon = topology.get("monitoring") or {}
+    if not mon.get("host"):
+        return None
+    return mon
+
+
+def monitoring_flows(topology, name):
+    """The inbound flows of ``name`` that monitoring needs.
+
+    Every exporter port accepts the monitoring host only; the monitoring host
+    accepts Prometheus and Alertmanager from the admin networks (the blackbox
+    exporter listens on loopback). Empty without a monitoring host.
+    """
+    mon = _monitoring(topology)
+    if mon is None:
+        return []
+    hosts = topology["hosts"]
+    h = hosts[name]
+    groups = h["groups"]
+    on = mon["exporters"]
+    port = mon["ports"]
+    src = [hosts[mon["host"]]["cidr"]]
+    out = []
+    if name == mon["host"]:
+        out.append(_flow("prometheus", port["prometheus"], h["admin_networks"]))
+        out.append(_flow("alertmanager", port["alertmanager"], h["admin_networks"]))
+    if h["os"] == "linux" and on["node"]:
+        out.append(_flow("node-exporter", port["node"], src))
+    if "balancers" in groups and h.get("balancer") == "haproxy" and on["haproxy"]:
+        out.append(_flow("haproxy-metrics", _setting_port(topology, "balancer_admin_port",
+                                                          DEFAULT_PORTS["balancer_admin"]), src))
+    if on["apache"] and (("balancers" in groups and h.get("balancer") == "apache") or "web_linux" in groups):
+        out.append(_flow("apache-exporter", port["apache"], src))
+    if "db" in groups and on["mysqld"]:
+        out.append(_flow("mysqld-exporter", port["mysqld"], src))
+    if "cache" in groups and on["redis"]:
+        out.append(_flow("redis-exporter", port["redis"], src))
+    if "web_windows" in groups and on["windows"]:
+        out.append(_flow("windows-exporter", port["windows"], src))
+    return out
+
+
+def _setting_port(topology, name, default):
+    """A farm port from the model's settings (``balancer_admin_port``, ...)."""
+    return (topology.get("settings") or {}).get(name, default)
+
+
+def _tier(h):
+    for g in _MONITORING_TIERS:
+        if g in h["groups"]:
+            return g
+    return "other"
+
+
+def monitoring_targets(topology):
+    """What Prometheus scrapes and probes, derived from the model.
+
+    Returns ``{enabled, host, address, ports, exporters, jobs, tls_endpoints, hosts}``:
+    ``jobs`` is a list of ``{name, path, targets: [{target, host, tier}]}``
+    (one job per exporter that is on and has hosts, in a fixed order);
+    ``tls_endpoints`` the ``ADDRESS:443`` of the public TLS endpoints (the edge
+    with stunnel, the balancers when HAProxy terminates TLS or there is no
+    edge) for the blackbox exporter; ``hosts`` maps each scraped host to
+    its job names (what the exporters role installs there). Without a monitoring host: enabled false
+    and no jobs.
+    """
+    mon = _monitoring(topology)
+    if mon is None:
+        return {"enabled": False, "host": None, "address": None, "ports": dict(MONITORING_PORTS),
+                "exporters": {k: False for k in MONITORING_EXPORTERS}, "jobs": [], "tls_endpoints": [],
+                "hosts": {}}
+    hosts = topology["hosts"]
+    g = topology["groups"]
+    on = mon["exporters"]
+    port = mon["ports"]
+
+    def target(name, p):
+        h = hosts[name]
+        address = h["address"] if ":" not in h["address"] else "[%s]" % h["address"]
+        return {"target": "%s:%d" % (address, p), "host": name, "tier": _tier(h)}
+
+    jobs = []
+
+    def job(job_name, names, p, path="/metrics"):
+        if names:
+            jobs.append({"name": job_name, "path": path, "targets": [target(n, p(n)) for n in names]})
+
+    linux = [n for n in hosts if hosts[n]["os"] == "linux"]
+    if on["node"]:
+        job("node", linux, lambda n: port["node"])
+    if on["haproxy"]:
+        job("haproxy", [n for n in g["balancers"] if hosts[n].get("balancer") == "haproxy"],
+            lambda n: _setting_port(topology, "balancer_admin_port", DEFAULT_PORTS["balancer_admin"]))
+    if on["apache"]:
+        job("apache", [n for n in hosts if (n in g["balancers"] and hosts[n].get("balancer") == "apache")
+                       or n in g["web_linux"]], lambda n: port["apache"])
+    if on["mysqld"]:
+        job("mysqld", g["db"], lambda n: port["mysqld"])
+    if on["redis"]:
+        job("redis", g["cache"], lambda n: port["redis"])
+    if on["windows"]:
+        job("windows", g["web_windows"], lambda n: port["windows"])
+    native_tls = topology.get("tls_terminator") == "haproxy" or not g["edge"]
+    front = g["balancers"] if native_tls else g["edge"]
+    https = _setting_port(topology, "https_port", DEFAULT_PORTS["https"])
+    tls = ["%s:%d" % (hosts[n]["address"], https) for n in front]
+    by_host = {}
+    for j in jobs:
+        for x in j["targets"]:
+            by_host.setdefault(x["host"], []).append(j["name"])
+    return {"enabled": True, "host": mon["host"], "address": hosts[mon["host"]]["address"],
+            "ports": dict(port), "exporters": dict(on), "jobs": jobs, "tls_endpoints": tls,
+            "hosts": by_host}
+
+
+def _number(var, value):
+    if isinstance(value, bool):
+        raise _err(None, var, value, "a number (a threshold), such as 30 or 0.5")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if "." in value else int(value.strip())
+        except ValueError:
+            raise _err(None, var, value, "a number (a threshold), such as 30 or 0.5")
+    if not isinstance(value, (int, float)) or value < 0 or value != value:
+        raise _err(None, var, value, "a number (a threshold) of 0 or more, such as 30 or 0.5")
+    return value
+
+
+def monitoring_settings(values):
+    """Validate the monitoring variables that are set; return them normalised.
+
+    ``values`` maps variable names to values (the monitoring host's
+    ``monitoring_*`` variables in preflight, the role's own in its check
+    phase). ``monitoring_threshold_*`` must be numbers of 0 or more; the
+    intervals, ``monitoring_alert_for`` and ``monitoring_retention`` Prometheus
+    durations (``15s``, ``15d``); ``monitoring_receiver`` a mapping whose
+    ``type`` is webhook (with an http(s) ``url``), email (with ``to``, ``from``
+    and ``smarthost`` HOST:PORT) or none.
+    """
+    if not isinstance(values, dict):
+        raise _err(None, "monitoring variables", type(values).__name__, "a mapping")
+    out = {}
+    for var in sorted(values):
+        value = values[var]
+        if var.startswith("monitoring_threshold_"):
+            out[var] = _number(var, value)
+        elif var in _MONITORING_DURATIONS:
+            if not isinstance(value, str) or not _DURATION_RE.match(value):
+                raise _err(None, var, value, "a Prometheus duration such as 15s, 5m or 15d")
+            out[var] = value
+        elif var == "monitoring_receiver":
+            out[var] = _receiver(value)
+        else:
+            out[var] = value
+    return out
+
+
+def _receiver(value):
+    var = "monitoring_receiver"
+    if not isinstance(value, dict):
+        raise _err(None, var, value, "a mapping with 'type' (%s)" % ", ".join(MONITORING_RECEIVERS))
+    kind = value.get("type")
+    if kind not in MONITORING_RECEIVERS:
+        raise _err(None, var + ".type", kind, "one of %s" % ", ".join(MONITORING_RECEIVERS))
+    if kind == "webhook":
+        url = value.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+            raise _err(None, var + ".url", url, "an http:// or https:// URL for the webhook receiver")
+    if kind == "email":
+        for key in ("to", "from"):
+            if not isinstance(value.get(key), str) or "@" not in value.get(key):
+                raise _err(None, var + "." + key, value.get(key), "an e-mail address")
+        smarthost = value.get("smarthost")
+        if not isinstance(smarthost, str) or not re.match(r"^[^\s:]+:[0-9]{1,5}$", smarthost):
+            raise _err(None, var + ".smarthost", smarthost, "HOST:PORT of the SMTP server, such as mail.example.com:587")
+    return dict(value)

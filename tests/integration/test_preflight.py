@@ -97,6 +97,14 @@ def del_farm_var(var):
     return mutate
 
 
+def monitoring(*names, **values):
+    """A 'monitoring' group (child of webfarm) with these hosts and variables."""
+    def mutate(inv):
+        hosts = {n: {"webfarm_address": "10.0.0.%d" % (40 + i)} for i, n in enumerate(names)}
+        inv["webfarm"]["children"]["monitoring"] = {"hosts": hosts, "vars": dict(values)}
+    return mutate
+
+
 def empty_group(path):
     def mutate(inv):
         _group(inv, path)["hosts"] = {}
@@ -182,6 +190,21 @@ CASES = {
                            "no other VRRP group on the network uses"),
     "vip-one-peer": (set_farm(webfarm_vip="10.0.0.100/24"),
                      "variable 'groups.edge (the VRRP peers)' is ['edge1']; expected at least two hosts"),
+    # monitoring (Prometheus + Alertmanager on one host)
+    "two-monitoring-hosts": (monitoring("mon1", "mon2"),
+                             "variable 'groups.monitoring' is ['mon1', 'mon2']; expected at most one monitoring host"),
+    "monitoring-unknown-receiver": (monitoring("mon1", monitoring_receiver={"type": "pager", "url": "http://x"}),
+                                    "variable 'monitoring_receiver.type' is 'pager'; expected one of webhook, email, none"),
+    "monitoring-webhook-without-url": (monitoring("mon1", monitoring_receiver={"type": "webhook"}),
+                                       "variable 'monitoring_receiver.url' is None; expected an http:// or https:// URL"),
+    "monitoring-threshold-not-number": (monitoring("mon1", monitoring_threshold_replica_lag_seconds="thirty"),
+                                        "variable 'monitoring_threshold_replica_lag_seconds' is 'thirty'; "
+                                        "expected a number"),
+    "monitoring-retention-not-duration": (monitoring("mon1", monitoring_retention="two weeks"),
+                                          "variable 'monitoring_retention' is 'two weeks'; expected a Prometheus duration"),
+    "monitoring-unknown-exporter": (lambda inv: (monitoring("mon1")(inv),
+                                                 set_farm(webfarm_monitoring_exporters={"nginx": True})(inv)),
+                                    "variable 'webfarm_monitoring_exporters.nginx' is True; expected one of the exporters"),
 }
 
 
@@ -212,6 +235,16 @@ def test_valid_inventory_with_a_virtual_address_passes(tmp_path):
     proc, touched = run_gate(tmp_path, inventory)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert touched == ALL_HOSTS | {"edge2"}
+
+
+def test_valid_inventory_with_a_monitoring_host_passes(tmp_path):
+    inventory = copy.deepcopy(BASE)
+    monitoring("mon1", monitoring_threshold_replica_lag_seconds=45,
+               monitoring_receiver={"type": "email", "to": "ops@example.com", "from": "farm@example.com",
+                                    "smarthost": "mail.example.com:587"})(inventory)
+    proc, touched = run_gate(tmp_path, inventory)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert touched == ALL_HOSTS | {"mon1"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -1,0 +1,202 @@
+"""Behaviour of colo.webfarm.monitoring and colo.webfarm.exporters.
+
+The controller is the farm's admin network (172.29.26.1), so it queries
+Prometheus (172.29.26.5:9090) and Alertmanager (:9093) directly. Failures are
+caused in containers with docker exec and undone at the end of each test.
+Every wait is bounded.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+MON = "172.29.26.5"
+PROM = "http://%s:9090" % MON
+AM = "http://%s:9093" % MON
+LB = "172.29.26.20"
+WAIT = 120  # seconds, for any alert (scrape 2 s, evaluation 2 s, for 4 s, HAProxy's detection)
+
+# what the scenario's topology must give (molecule.yml): job -> hosts
+EXPECTED = {
+    "node": {"monitoring-mon1", "monitoring-lb1", "monitoring-web1", "monitoring-web2",
+             "monitoring-db1", "monitoring-db2"},
+    "haproxy": {"monitoring-lb1"},
+    "apache": {"monitoring-web1", "monitoring-web2"},
+    "mysqld": {"monitoring-db1", "monitoring-db2"},
+    "redis": {"monitoring-db2"},
+    "prometheus": {"monitoring-mon1"},
+    "alertmanager": {"monitoring-mon1"},
+}
+# every port an exporter or the monitoring services listen on: (address, port)
+EXPORTER_PORTS = (
+    [(a, 9100) for a in ("172.29.26.5", "172.29.26.20", "172.29.26.31", "172.29.26.32",
+                         "172.29.26.41", "172.29.26.42")]
+    + [("172.29.26.20", 8404), ("172.29.26.31", 9117), ("172.29.26.32", 9117),
+       ("172.29.26.41", 9104), ("172.29.26.42", 9104), ("172.29.26.42", 9121),
+       (MON, 9090), (MON, 9093), (MON, 9115), (MON, 9094)]
+)
+
+testinfra_hosts = ["ansible://monitoring-outsider"]
+
+
+def docker(*args, timeout=60, check=False):
+    res = subprocess.run(["docker"] + list(args), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def query(expr):
+    return get(PROM + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))["data"]["result"]
+
+
+def active_targets():
+    return get(PROM + "/api/v1/targets?state=active")["data"]["activeTargets"]
+
+
+def am_alerts():
+    return get(AM + "/api/v2/alerts?active=true&silenced=false&inhibited=false")
+
+
+def webhook_alerts():
+    out = docker("exec", "monitoring-mon1", "cat", "/var/lib/webhook-recorder/alerts.jsonl", timeout=10).stdout
+    alerts = []
+    for line in out.splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            alerts.extend(a for a in doc.get("alerts", []) if a.get("status") == "firing")
+    return alerts
+
+
+def matches(alert, labels):
+    return all(alert.get("labels", {}).get(k) == v for k, v in labels.items())
+
+
+def wait_alert(labels, bound=WAIT):
+    """Seconds until an alert with these labels is active in Alertmanager AND
+    recorded by the webhook receiver; fails after ``bound`` seconds."""
+    t0 = time.time()
+    in_am = in_hook = False
+    while time.time() - t0 < bound:
+        in_am = in_am or any(matches(a, labels) for a in am_alerts())
+        in_hook = in_hook or any(matches(a, labels) for a in webhook_alerts())
+        if in_am and in_hook:
+            return time.time() - t0
+        time.sleep(1)
+    pytest.fail("alert %s within %d s: in Alertmanager %s, at the webhook %s; firing now: %s"
+                % (labels, bound, in_am, in_hook,
+                   sorted({a["labels"]["alertname"] for a in am_alerts()})))
+
+
+def wait_until(check, bound, what):
+    t0 = time.time()
+    last = None
+    while time.time() - t0 < bound:
+        ok, last = check()
+        if ok:
+            return
+        time.sleep(1)
+    pytest.fail("%s within %d s; last: %s" % (what, bound, last))
+
+
+def test_every_expected_target_is_up():
+    def check():
+        seen = {}
+        for t in active_targets():
+            seen.setdefault(t["labels"]["job"], {})[t["labels"].get("host", t["labels"]["instance"])] = t["health"]
+        missing = {j: sorted(h - set(seen.get(j, {}))) for j, h in EXPECTED.items() if h - set(seen.get(j, {}))}
+        down = {(j, h): s for j, hs in seen.items() for h, s in hs.items() if s != "up"}
+        return not missing and not down, {"missing": missing, "not up": down}
+    wait_until(check, 90, "every expected target up")
+    # the blackbox probe of the public TLS endpoint (HAProxy terminates TLS on lb1)
+    probe = query('probe_success{job="blackbox_tls"}')
+    assert [(p["metric"]["instance"], p["value"][1]) for p in probe] == [("%s:443" % LB, "1")]
+    # no more jobs than the topology gives
+    assert {t["labels"]["job"] for t in active_targets()} == set(EXPECTED) | {"blackbox_tls"}
+
+
+def test_exporters_report_what_the_alerts_need():
+    def value(expr):
+        r = query(expr)
+        return r[0]["value"][1] if r else None
+    assert value('mysql_slave_status_slave_io_running{host="monitoring-db2"}') == "1"
+    assert value('mysql_slave_status_slave_sql_running{host="monitoring-db2"}') == "1"
+    assert value('mysql_global_variables_rpl_semi_sync_master_enabled{host="monitoring-db1"}') == "1"
+    assert value('mysql_global_status_rpl_semi_sync_master_status{host="monitoring-db1"}') == "1"
+    assert value('haproxy_server_status{host="monitoring-lb1",server="monitoring-web1",state="UP"}') == "1"
+    assert value('apache_up{host="monitoring-web1"}') == "1"
+    assert value('redis_up{host="monitoring-db2"}') == "1"
+    # the exporter account can do no more than monitor
+    grants = docker("exec", "monitoring-db1", "mariadb", "-N", "-e", "SHOW GRANTS FOR 'webfarm_exporter'@'localhost'",
+                    check=True).stdout
+    assert "PROCESS" in grants and "SLAVE MONITOR" in grants and "BINLOG MONITOR" in grants, grants
+    assert "SELECT" not in grants and "ALL PRIVILEGES" not in grants and "SUPER" not in grants, grants
+    # every rule loaded and healthy; nothing fires on the healthy farm
+    rules = [r for g in get(PROM + "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+    assert len(rules) >= 14 and all(r["health"] == "ok" for r in rules), rules
+    firing = {a["labels"]["alertname"] for a in am_alerts()} - {"WebfarmDbDiskFilling"}
+    assert firing == set(), firing
+
+
+def test_outsider_reaches_no_exporter_port(host):
+    for address, port in EXPORTER_PORTS:
+        res = host.run("timeout 3 bash -c 'exec 3<>/dev/tcp/%s/%d' 2>&1" % (address, port))
+        assert res.rc != 0, "the outsider connected to %s:%d" % (address, port)
+    # control: the same kind of probe does connect where the farm allows the outsider (HTTPS on lb1)
+    assert host.run("timeout 3 bash -c 'exec 3<>/dev/tcp/%s/443'" % LB).rc == 0
+
+
+def test_stopped_web_node_raises_backend_down():
+    docker("exec", "monitoring-web1", "systemctl", "stop", "apache2", check=True)
+    try:
+        took = wait_alert({"alertname": "WebfarmBackendDown", "server": "monitoring-web1"})
+        print("backend-down alert reached Alertmanager and the webhook in %.1f s" % took)
+    finally:
+        docker("exec", "monitoring-web1", "systemctl", "start", "apache2", check=True)
+
+
+def test_stopped_replication_raises_replication_alert():
+    docker("exec", "monitoring-db2", "mariadb", "-e", "STOP SLAVE", check=True)
+    try:
+        took = wait_alert({"alertname": "WebfarmReplicaIOThreadStopped", "host": "monitoring-db2"})
+        print("replication alert reached Alertmanager and the webhook in %.1f s" % took)
+        wait_alert({"alertname": "WebfarmReplicaSQLThreadStopped", "host": "monitoring-db2"})
+    finally:
+        docker("exec", "monitoring-db2", "mariadb", "-e", "START SLAVE", check=True)
+
+
+def test_certificate_expiring_in_two_days_raises_expiry_alert():
+    pem = "/etc/ssl/webfarm/webfarm.pem"
+    assert not any(a["labels"]["alertname"] == "WebfarmCertificateExpiring" for a in am_alerts())
+    with tempfile.TemporaryDirectory() as tmp:
+        key, crt = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=%s" % LB, "-keyout", key, "-out", crt],
+                       check=True, capture_output=True, timeout=60)
+        combined = os.path.join(tmp, "short.pem")
+        with open(combined, "w") as f:
+            f.write(open(crt).read() + open(key).read())
+        docker("cp", combined, "monitoring-lb1:/tmp/short.pem", check=True)
+    docker("exec", "monitoring-lb1", "sh", "-c",
+           "cp -p %s /tmp/webfarm.pem.orig && cp /tmp/short.pem %s && chown --reference=/tmp/webfarm.pem.orig %s "
+           "&& chmod --reference=/tmp/webfarm.pem.orig %s && systemctl reload haproxy" % (pem, pem, pem, pem),
+           check=True)
+    try:
+        took = wait_alert({"alertname": "WebfarmCertificateExpiring", "instance": "%s:443" % LB})
+        print("certificate expiry alert reached Alertmanager and the webhook in %.1f s" % took)
+        left = float(query('probe_ssl_earliest_cert_expiry{instance="%s:443"} - time()' % LB)[0]["value"][1])
+        assert 0 < left <= 2 * 86400 + 60, left
+    finally:
+        docker("exec", "monitoring-lb1", "sh", "-c",
+               "cp -p /tmp/webfarm.pem.orig %s && systemctl reload haproxy" % pem, check=True)
