@@ -47,3 +47,28 @@ def stop_probe(host, unit, bound=60):
     in flight and writes its summary) and return its JSON report."""
     host.run("systemctl stop %s" % unit)
     return wait_probe(host, unit, bound)
+
+
+def play_recap(out):
+    """{host: {ok, changed, unreachable, failed, skipped, ...}} from an ansible-playbook PLAY RECAP."""
+    import re
+    got = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M):
+        got[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return got
+
+
+def drift_check(playbook, inventory=None, *args, timeout=900):
+    """The playbook with --check --diff on the converged scenario: (output, recap).
+
+    Asserts the run completed (rc 0, failed=0 and unreachable=0 on every host).
+    """
+    import os
+    import subprocess
+    inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
+    run = subprocess.run(["ansible-playbook", "-i", inventory, playbook, "--check", "--diff"] + list(args),
+                         capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    recap = play_recap(run.stdout)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert recap and all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), recap
+    return run.stdout + run.stderr, recap

@@ -28,6 +28,30 @@ def topology(groups, hostvars):
 
 
 @_ansible_errors
+def model(groups, hostvars):
+    """The farm model of this run, computed once.
+
+    Preflight stores the model on the controller (``hostvars.localhost.webfarm_model``);
+    every role asks for it here and gets that one while it still describes the
+    inventory (same groups, same ``webfarm_db_primary``), so a run costs one
+    model, not one per host and task. Outside site.yml (no stored model), or
+    when it is out of date, the model is computed now.
+    """
+    stored = None
+    local = {}
+    try:
+        # The stored model is plain data (a fact): read it without templating
+        # the whole structure again on every call.
+        local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
+        if "webfarm_model" in local:
+            stored = local["webfarm_model"]
+    except (KeyError, TypeError):
+        stored = None
+    current = _t.current_model(stored, groups, local) if stored is not None else None
+    return current if current is not None else _t.build_topology(groups, hostvars)
+
+
+@_ansible_errors
 def members(topology_, balancer="haproxy"):
     return _t.members(topology_, balancer)
 
@@ -58,7 +82,12 @@ def farm_addresses(topology_, group):
 
 
 @_ansible_errors
-def farm_settings(topology_, hostvars):
+def app_settings(topology_, host, use_replicas=None):
+    return _t.app_settings(topology_, host, use_replicas)
+
+
+@_ansible_errors
+def farm_settings(topology_, hostvars=None):
     return _t.farm_settings(topology_, hostvars)
 
 
@@ -68,6 +97,7 @@ class FilterModule(object):
     def filters(self):
         return {
             "topology": topology,
+            "model": model,
             "members": members,
             "route_map": route_map,
             "server_ids": server_ids,
@@ -75,4 +105,5 @@ class FilterModule(object):
             "nfs_exports": nfs_exports,
             "farm_addresses": farm_addresses,
             "farm_settings": farm_settings,
+            "app_settings": app_settings,
         }

@@ -257,9 +257,29 @@ def _id(host, var, value):
     return _int_in(host, var, value, 0, 2 ** 32 - 2)
 
 
+def _port(host, var, value):
+    return _int_in(host, var, value, 1, 65535)
+
+
+def _nfs_v3_ports(host, var, value):
+    if not isinstance(value, dict) or set(value) != set(DEFAULT_NFS_V3_PORTS):
+        raise _err(host, var, value, "a mapping with pinned ports for %s" % ", ".join(sorted(DEFAULT_NFS_V3_PORTS)))
+    return {k: _port(host, "%s.%s" % (var, k), v) for k, v in sorted(value.items())}
+
+
+def _db_primary(host, var, value):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _err(host, var, value, "the name of a database host, or empty")
+    return value or None
+
+
 # Farm-wide settings: one value for the whole farm (group_vars of webfarm),
-# with its default and its check. A setting defined on several hosts with
-# different values is an error: there is no "first host wins".
+# with its default and its check, read by every role from the model's
+# ``settings`` (the firewall included), never from a ``| default()`` copy. A
+# setting defined on several hosts with different values is an error: there
+# is no "first host wins". Documented once, in the README's farm table.
 FARM_SETTINGS = {
     "webfarm_tls_terminator": ("stunnel", _choice(TLS_TERMINATORS)),
     "webfarm_session_store": ("database", _choice(SESSION_STORES)),
@@ -272,34 +292,106 @@ FARM_SETTINGS = {
     "webfarm_web_gid": (33, _id),
     "webfarm_legacy_route_cookie": (False, _bool),
     "webfarm_nfs_v3": (False, _bool),
+    "webfarm_nfs_v3_ports": (DEFAULT_NFS_V3_PORTS, _nfs_v3_ports),
+    # Service ports: each service listens on it and the firewall opens it.
+    "webfarm_http_port": (DEFAULT_PORTS["http"], _port),
+    "webfarm_https_port": (DEFAULT_PORTS["https"], _port),
+    "webfarm_db_port": (DEFAULT_PORTS["mysql"], _port),
+    "webfarm_redis_port": (DEFAULT_PORTS["redis"], _port),
+    "webfarm_balancer_admin_port": (DEFAULT_PORTS["balancer_admin"], _port),
+    "webfarm_haproxy_peers_port": (DEFAULT_PORTS["haproxy_peers"], _port),
+    # How the applications use the database: read from the replicas (falling
+    # back to the primary), and the connect timeout in seconds.
+    "webfarm_db_use_replicas": (True, _bool),
+    "webfarm_db_timeout": (3, lambda h, v, x: _int_in(h, v, x, 1, 60)),
+    # Names the database primary instead of the groups (db_promote.yml and the
+    # mysql role's live state set it for the rest of a run).
+    "webfarm_db_primary": (None, _db_primary),
+}
+
+# Role variables that used to copy a farm value. Setting one would move a
+# service without its firewall flow (or its clients), so the model refuses
+# them and names the farm setting to use instead.
+REPLACED_VARIABLES = {
+    "mysql_port": "webfarm_db_port",
+    "webfarm_app_db_port": "webfarm_db_port",
+    "drupal_db_port": "webfarm_db_port",
+    "web_windows_db_port": "webfarm_db_port",
+    "redis_port": "webfarm_redis_port",
+    "web_linux_redis_port": "webfarm_redis_port",
+    "webfarm_app_redis_port": "webfarm_redis_port",
+    "drupal_redis_port": "webfarm_redis_port",
+    "web_windows_redis_port": "webfarm_redis_port",
+    "haproxy_stats_port": "webfarm_balancer_admin_port",
+    "apache_balancer_admin_port": "webfarm_balancer_admin_port",
+    "haproxy_peers_port": "webfarm_haproxy_peers_port",
+    "haproxy_http_port": "webfarm_http_port",
+    "apache_balancer_http_port": "webfarm_http_port",
+    "stunnel_http_port": "webfarm_http_port",
+    "stunnel_balancer_port": "webfarm_http_port",
+    "haproxy_https_port": "webfarm_https_port",
+    "stunnel_https_port": "webfarm_https_port",
+    "haproxy_health_path": "webfarm_health_path",
+    "apache_balancer_health_path": "webfarm_health_path",
+    "web_linux_health_path": "webfarm_health_path",
+    "webfarm_app_health_path": "webfarm_health_path",
+    "web_windows_health_path": "webfarm_health_path",
+    "mysql_app_database": "webfarm_db_name",
+    "webfarm_app_db_name": "webfarm_db_name",
+    "web_windows_db_name": "webfarm_db_name",
+    "drupal_db_name": "webfarm_db_name",
+    "mysql_app_user": "webfarm_db_user",
+    "webfarm_app_db_user": "webfarm_db_user",
+    "web_windows_db_user": "webfarm_db_user",
+    "drupal_db_user": "webfarm_db_user",
+    "webfarm_app_db_timeout": "webfarm_db_timeout",
+    "webfarm_app_use_replicas": "webfarm_db_use_replicas",
+    "drupal_use_replicas": "webfarm_db_use_replicas",
 }
 
 
-def farm_settings(topology, hostvars):
-    """The farm-wide settings, each validated once and the same on every host.
+_REPLACED_SET = frozenset(REPLACED_VARIABLES)
+_FARM_SET = frozenset(FARM_SETTINGS)
 
-    Run by preflight on the whole inventory: a bad value, a value that
-    differs between two hosts, or a farm that cannot work with them (Redis
-    sessions without a cache host, no active web node) raises naming the host
-    and the variable. Returns ``{setting without the webfarm_ prefix: value}``.
-    """
-    _require_topology(topology)
-    hosts = list(topology["hosts"])
+
+def _settings(names, hostvars):
+    """Read and validate every farm setting once over ``names`` (the farm)."""
     out = {}
-    for var, (default, check) in FARM_SETTINGS.items():
-        seen = None
-        for name in hosts:
-            hv = hostvars.get(name) or {}
-            if var not in hv:
-                continue
-            value = check(name, var, hv.get(var))
-            if seen is None:
-                seen = (name, value)
-            elif value != seen[1]:
+    seen = {}
+    for name in names:
+        hv = hostvars.get(name) or {}
+        keys = hv.keys()  # one pass over the host's variable names, not one lookup per setting
+        replaced = _REPLACED_SET.intersection(keys)
+        if replaced:
+            var = sorted(replaced)[0]
+            raise _err(name, var, hv.get(var),
+                       "nothing: it is replaced by the farm setting '%s' (set that once in group_vars of "
+                       "'webfarm'; the service, its clients and the firewall all follow it)"
+                       % REPLACED_VARIABLES[var])
+        for var in _FARM_SET.intersection(keys):
+            value = FARM_SETTINGS[var][1](name, var, hv.get(var))
+            if var not in seen:
+                seen[var] = (name, value)
+            elif value != seen[var][1]:
                 raise TopologyError(
                     "farm setting '%s' is %r on host '%s' but %r on host '%s'; it must have one value for the "
-                    "whole farm: set it once in group_vars of 'webfarm'" % (var, seen[1], seen[0], value, name))
-        out[var[len("webfarm_"):]] = seen[1] if seen else default
+                    "whole farm: set it once in group_vars of 'webfarm'" % (var, seen[var][1], seen[var][0], value, name))
+    for var, (default, check) in FARM_SETTINGS.items():
+        out[var[len("webfarm_"):]] = seen[var][1] if var in seen else default
+    return out
+
+
+def farm_settings(topology, hostvars=None):
+    """The farm-wide settings of the model, plus the farm-level cross-checks.
+
+    The model (:func:`build_topology`) validates every setting once: type,
+    choices, one value on every host that defines it. This adds the checks of
+    a farm that cannot work with them (Redis sessions without a cache host,
+    no active web node), run by preflight. ``hostvars`` is accepted for
+    compatibility and unused. Returns ``{setting without the webfarm_ prefix: value}``.
+    """
+    _require_topology(topology)
+    out = dict(topology["settings"])
     groups = topology["groups"]
     if out["session_store"] == "redis" and not groups["cache"]:
         raise _err(None, "webfarm_session_store", "redis",
@@ -371,10 +463,11 @@ def build_topology(groups, hostvars):
     keys = {n: _natural_key(n) for n in in_farm}
     order = sorted(in_farm, key=keys.__getitem__)
     topo = {g: sorted(members_of[g], key=keys.__getitem__) for g in GROUPS}
+    settings = _settings(order, hostvars)
     # Farm-level webfarm_db_primary names the primary instead of the groups
     # (db_promote.yml sets it for the rest of its run after a promotion).
-    db_primary = (hostvars.get(sorted(in_farm)[0]) or {}).get("webfarm_db_primary") if in_farm else None
-    if db_primary not in (None, ""):
+    db_primary = settings["db_primary"]
+    if db_primary is not None:
         if db_primary not in members_of["db"]:
             raise _err(None, "webfarm_db_primary", db_primary,
                        "one of the database hosts (%s) or empty" % ", ".join(topo["db"]))
@@ -442,10 +535,8 @@ def build_topology(groups, hostvars):
             raise _err(name, "webfarm_balancer", balancer, "one of %s" % ", ".join(BALANCERS))
         hosts[name]["balancer"] = balancer
         if balancer == "haproxy":
-            # HAProxy peers (stick-table sync); inventory haproxy_peers_port overrides.
-            hosts[name]["peers_port"] = _int_in(
-                name, "haproxy_peers_port",
-                hostvars.get(name).get("haproxy_peers_port", DEFAULT_PORTS["haproxy_peers"]), 1, 65535)
+            # HAProxy peers (stick-table sync) on the farm's peers port.
+            hosts[name]["peers_port"] = settings["haproxy_peers_port"]
 
     if topo["db"] and len(topo["db_primary"]) != 1:
         raise _err(None, "groups.db_primary", topo["db_primary"],
@@ -467,22 +558,49 @@ def build_topology(groups, hostvars):
     if len(topo["nfs"]) > 1:
         raise _err(None, "groups.nfs", topo["nfs"], "at most one NFS server in group 'nfs'")
 
-    farm = hostvars.get(sorted(in_farm)[0]) if in_farm else {}
-    nfs_v3 = _bool(None, "webfarm_nfs_v3", farm.get("webfarm_nfs_v3", False)) or bool(topo["web_windows"])
-    v3_ports = farm.get("webfarm_nfs_v3_ports", DEFAULT_NFS_V3_PORTS)
-    if nfs_v3:
-        if not isinstance(v3_ports, dict) or set(v3_ports) != set(DEFAULT_NFS_V3_PORTS):
-            raise _err(None, "webfarm_nfs_v3_ports", v3_ports,
-                       "a mapping with pinned ports for mountd, statd and lockd (NFSv3 is on)")
-        v3_ports = {k: _int_in(None, "webfarm_nfs_v3_ports.%s" % k, v, 1, 65535) for k, v in v3_ports.items()}
-
+    nfs_v3 = settings["nfs_v3"] or bool(topo["web_windows"])
     return {
         "hosts": hosts,
         "groups": topo,
-        "tls_terminator": farm.get("webfarm_tls_terminator", "stunnel"),
+        "settings": settings,
+        # The inventory's own groups, so that a model kept for the run can be
+        # checked against the inventory it was computed from (current_model).
+        "source": {"groups": _source_groups(groups), "db_primary": db_primary},
+        "tls_terminator": settings["tls_terminator"],
         "nfs_v3": nfs_v3,
-        "nfs_v3_ports": v3_ports if nfs_v3 else {},
+        "nfs_v3_ports": settings["nfs_v3_ports"] if nfs_v3 else {},
     }
+
+
+def _source_groups(groups):
+    # The sizes of the model's groups: a run can add hosts to the inventory
+    # (add_host, group_by) but never remove one, so equal sizes mean the same
+    # groups. Sizes only: reading the names would render every entry of
+    # Ansible's lazy ``groups`` on every call.
+    return {g: len(groups.get(g) or ()) for g in GROUPS}
+
+
+def current_model(model, groups, controller_vars):
+    """``model`` if it still describes the inventory, else ``None``.
+
+    A model kept for the run (preflight stores it on the controller as
+    ``webfarm_model``) is current while the inventory groups have the same
+    sizes (a run can add hosts, not remove them) and
+    ``webfarm_db_primary``, the one farm setting a run changes (after a
+    promotion), has the value it was computed with. Whoever changes that
+    setting during a run also sets it on the controller (``controller_vars``,
+    the controller's variables) and stores a new model; a changed primary
+    without a new model makes this return ``None``. Cost: a few ``len()`` calls.
+    """
+    if not isinstance(model, dict) or "source" not in model or "hosts" not in model:
+        return None
+    source = model["source"]
+    if source.get("groups") != _source_groups(groups):
+        return None
+    if "webfarm_db_primary" in controller_vars and \
+            (controller_vars["webfarm_db_primary"] or None) != source.get("db_primary"):
+        return None
+    return model
 
 
 # ------------------------------------------------------------ derivations --
@@ -537,6 +655,48 @@ def addresses(topology, group):
     return [topology["hosts"][n]["address"] for n in topology["groups"][group]]
 
 
+def app_settings(topology, host, use_replicas=None):
+    """What an application on web node ``host`` needs to know of the farm.
+
+    The one builder of the app configuration for the Linux reference app, the
+    Windows nodes and Drupal: the database primary and replicas (address and
+    port), names, timeout, the session store and its Redis host, the health
+    path, the node's route and the reverse proxies to trust. Secrets and
+    OS-specific paths are added by each role. ``use_replicas`` overrides the
+    farm's ``webfarm_db_use_replicas``.
+    """
+    _require_topology(topology)
+    st = topology["settings"]
+    hosts = topology["hosts"]
+    if host not in hosts:
+        raise _err(host, "inventory_hostname", host, "a host of the farm (in group web)")
+    if use_replicas is None:
+        use_replicas = st["db_use_replicas"]
+    use_replicas = _bool(host, "use_replicas", use_replicas)
+    port = st["db_port"]
+    primary = addresses(topology, "db_primary")
+    cache = addresses(topology, "cache")
+    return {
+        "node": host,
+        "route": hosts[host].get("route", host),
+        "health_path": st["health_path"],
+        "db": {
+            "host": primary[0] if primary else "",
+            "port": port,
+            "name": st["db_name"],
+            "user": st["db_user"],
+            "timeout": st["db_timeout"],
+            "replicas": [{"host": a, "port": port} for a in addresses(topology, "db_replicas")] if use_replicas else [],
+        },
+        "session": {
+            "store": st["session_store"],
+            "redis_host": cache[0] if cache else "",
+            "redis_port": st["redis_port"],
+        },
+        "proxies": {"balancers": addresses(topology, "balancers"), "edge": addresses(topology, "edge")},
+    }
+
+
 def _cidrs(topology, group_names):
     seen = {}
     for g in group_names:
@@ -582,7 +742,11 @@ def firewall_flows(topology):
     _require_topology(topology)
     g = topology["groups"]
     hosts = topology["hosts"]
-    p = DEFAULT_PORTS
+    p = dict(DEFAULT_PORTS)
+    st = topology.get("settings") or {}
+    p.update({k: st[v] for k, v in (("http", "http_port"), ("https", "https_port"), ("mysql", "db_port"),
+                                     ("redis", "redis_port"), ("balancer_admin", "balancer_admin_port"))
+              if v in st})
     edge = _cidrs(topology, ["edge"])
     balancers = _cidrs(topology, ["balancers"])
     web = _cidrs(topology, ["web"])
@@ -638,8 +802,8 @@ def haproxy_peers(topology):
 
     ``[{name, address, port}]`` in topology order when the farm has two or
     more HAProxy balancers; an empty list otherwise (a single balancer has
-    nobody to share its tables with). ``port`` is the host's
-    ``haproxy_peers_port`` (default 10000).
+    nobody to share its tables with). ``port`` is the farm's
+    ``webfarm_haproxy_peers_port`` (default 10000).
     """
     _require_topology(topology)
     hosts = topology["hosts"]

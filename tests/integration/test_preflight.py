@@ -155,6 +155,14 @@ CASES = {
                                 "host 'web1': variable 'webfarm_backup' is True; expected at least one web node"),
     "setting-differs-between-hosts": (set_host("lb1", webfarm_health_path="/healthz"),
                                       "farm setting 'webfarm_health_path' is '/health' on host"),
+    "replaced-role-port-variable": (set_host("db1", mysql_port=3307),
+                                    "host 'db1': variable 'mysql_port' is 3307; expected nothing: it is replaced by "
+                                    "the farm setting 'webfarm_db_port'"),
+    "port-not-a-port": (set_farm(webfarm_redis_port="6379/tcp"),
+                        "variable 'webfarm_redis_port' is '6379/tcp'; expected a whole number from 1 to 65535"),
+    "port-differs-between-hosts": (lambda inv: (set_host("lb1", webfarm_balancer_admin_port=9000)(inv),
+                                                set_host("web1", webfarm_balancer_admin_port=9001)(inv)),
+                                   "farm setting 'webfarm_balancer_admin_port' is 9000 on host 'lb1' but 9001 on host 'web1'"),
     "no-balancers": (empty_group(["balancers"]),
                      "inventory group 'balancers' has no hosts"),
     "extra-flow-bad-port": (set_host("db1", webfarm_extra_flows=[{"name": "exporter", "port": 70000}]),
@@ -217,3 +225,20 @@ def test_bad_inventory_fails_in_preflight_and_touches_nothing(tmp_path, case):
     assert message in out, out[-3000:]
     assert "s3cret-from-vault" not in out  # secrets never logged
     assert touched == set(), "preflight let the run reach %s" % sorted(touched)
+
+
+def test_roles_read_the_model_preflight_stored_until_the_run_changes_the_primary(tmp_path):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(yaml.safe_dump(copy.deepcopy(BASE)))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(inv), os.path.join(REPO, "tests", "integration", "model_shared.yml"),
+         "-e", "marker_dir=%s" % markers], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for host in ALL_HOSTS:
+        assert (markers / (host + ".before")).read_text().strip() == "stored", host
+        # after the promotion the stored model no longer describes the run: recomputed, db2 primary
+        assert (markers / (host + ".after")).read_text().split() == ["recomputed", "db2"], host

@@ -24,6 +24,9 @@ PROJECT = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.getcwd())
 sys.path.insert(0, os.path.join(PROJECT, ".collections"))
 from ansible_collections.colo.webfarm.plugins.module_utils import topology as T  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import play_recap  # noqa: E402
+
 RUNNER = AnsibleRunner(INVENTORY)
 FARM = sorted(RUNNER.get_hosts("webfarm"))
 ALL = sorted(RUNNER.get_hosts("all"))
@@ -179,8 +182,7 @@ def _converge(*args):
         ["ansible-playbook", "-i", INVENTORY, os.path.join(os.path.dirname(__file__), "..", "converge.yml")]
         + list(args), capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert run.returncode == 0, run.stdout[-3000:]
-    recap = dict(re.findall(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", run.stdout, re.M))
-    return run.stdout, {h: int(c) for h, c in recap.items()}
+    return run.stdout, {h: r["changed"] for h, r in play_recap(run.stdout).items()}
 
 
 def test_a_rule_added_by_hand_is_drift_check_mode_shows_it_and_a_run_repairs_it():

@@ -27,7 +27,7 @@ URLS = {"web": "http://%s/" % LB, "web_none": "http://%s:8081/" % LB, "web_sourc
 DETECTION_BOUND = 3.0
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
-from probe_helpers import other, probe, start_probe, wait_probe  # noqa: E402
+from probe_helpers import drift_check, other, probe, start_probe, wait_probe  # noqa: E402
 
 testinfra_hosts = ["ansible://haproxy-client"]
 
@@ -78,6 +78,13 @@ def sticky_cookie_for(host, server):
 
 
 # ---------------------------------------------------------------- config --
+
+
+def test_check_mode_on_the_converged_balancer_completes_and_changes_nothing():
+    """A drift check (--check --diff) of the converged scenario: no failure, changed=0."""
+    out, recap = drift_check(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "converge.yml"))
+    assert all(r["changed"] == 0 for r in recap.values()), recap
+
 
 def test_config_is_managed_and_valid(host):
     lb = other(host, "haproxy-lb1")

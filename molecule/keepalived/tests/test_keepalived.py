@@ -28,7 +28,7 @@ LOAD_MARGIN = 1.0
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
-from probe_helpers import wait_probe  # noqa: E402
+from probe_helpers import drift_check, wait_probe  # noqa: E402
 
 testinfra_hosts = ["ansible://keepalived-client"]
 
@@ -154,6 +154,12 @@ def failover(host, report, unit, action, cookie, backend):
     assert len(ok_after) > 20
     assert holders() == [other]
     return active, other
+
+
+def test_check_mode_on_the_converged_pair_completes_and_changes_nothing():
+    """A drift check (--check --diff) of the converged scenario: no failure, changed=0."""
+    out, recap = drift_check(os.path.join(SCENARIO, "converge.yml"))
+    assert all(r["changed"] == 0 for r in recap.values()), recap
 
 
 def test_exactly_one_balancer_holds_the_address():

@@ -6,7 +6,9 @@ a NEW SSH connection (no ControlPersist master) reaches every host; SSH is
 open to the controller only; the operator's own nftables table on web1
 survives the converge, an nftables restart and a container restart; the
 commit-confirmed apply rolls a ruleset that cuts the controller off back by
-itself and the run says so; bad input stops the run before any host changes.
+itself and the run says so; bad input stops the run before any host changes;
+last, ports moved in the inventory move each service, its clients and its
+firewall flow together.
 The hosts' state is read as root through docker exec (testinfra docker://),
 never through the connection under test.
 """
@@ -15,11 +17,15 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import drift_check, play_recap as recap  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,14 +61,6 @@ def playbook(path, *args, timeout=900):
                           capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
 
-def recap(out):
-    """{host: {ok, changed, unreachable, failed, ...}} from a PLAY RECAP."""
-    got = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M):
-        got[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return got
-
-
 def wait_for_ssh(name, bound=90):
     deadline = time.time() + bound
     while time.time() < deadline:
@@ -77,6 +75,14 @@ def state(name):
     return {"live": h.check_output("nft -s list table inet webfarm"),
             "ruleset": h.file("/etc/webfarm/firewall/ruleset.nft").sha256sum,
             "loaded": h.file("/etc/webfarm/firewall/loaded.nft").content_string}
+
+
+def test_a_drift_check_over_ssh_completes_and_changes_nothing():
+    """site.yml --check --diff over SSH on the converged farm: no failure, changed=0, no secret in the output."""
+    out, rc = drift_check(SITE, INVENTORY)
+    assert all(r["changed"] == 0 for r in rc.values()), rc
+    for secret in ("molecule-ssh-app-password", "molecule-ssh-redis-password", "molecule-ssh-stats-password"):
+        assert secret not in out
 
 
 @pytest.mark.parametrize("name", FARM)
@@ -240,3 +246,69 @@ def test_an_untested_platform_is_refused_before_any_host_changes(looks_like_ubun
                      out), out[-3000:]
     assert "webfarm_allow_untested_platforms: true" in out
     assert {n: state(n) for n in FARM} == before
+
+
+# ------------------------------------------- one source for the ports (#17) --
+# Last in this file: it leaves the farm on the moved ports.
+MOVED = {"webfarm_balancer_admin_port": 8405, "webfarm_db_port": 3307, "webfarm_redis_port": 6380}
+LB, WEB, DB = ADDR["ssh-lb1"], ADDR["ssh-web1"], ADDR["ssh-db1"]
+
+
+def _listening(name):
+    out = root(name).check_output("ss -Htln")
+    return {int(m) for m in re.findall(r"\S+:(\d+)\s", out)}
+
+
+def _reaches(src, addr, port):
+    """A TCP connection from inside container ``src`` (bounded)."""
+    return root(src).run("timeout 4 bash -c 'exec 3<>/dev/tcp/%s/%d'" % (addr, port)).rc == 0
+
+
+def _curl(*args):
+    return subprocess.run(["curl", "-sk", "--max-time", "10"] + list(args), capture_output=True, text=True, timeout=20)
+
+
+def test_ports_moved_in_the_inventory_move_services_clients_and_firewall(tmp_path):
+    assert {3306, 6379} <= _listening("ssh-db1") and 8404 in _listening("ssh-lb1")
+    # the three ports, and the admin network for the stats page, in a second inventory source
+    # (host vars: they outrank the scenario's group_vars of webfarm)
+    extra = tmp_path / "ports.yml"
+    farm_vars = dict(MOVED, webfarm_admin_networks=[CONTROLLER + "/32"], mysql_allow_primary_restart=True)
+    extra.write_text(json.dumps({"all": {"hosts": {h: farm_vars for h in FARM}}}))
+    run = playbook(SITE, "-i", str(extra), timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "molecule-ssh-redis-password" not in run.stdout + run.stderr
+
+    # each service answers on its new port only
+    assert {3307, 6380} <= _listening("ssh-db1") and not {3306, 6379} & _listening("ssh-db1")
+    assert 8405 in _listening("ssh-lb1") and 8404 not in _listening("ssh-lb1")
+
+    # ... from where it is allowed, and not from elsewhere
+    assert _reaches("ssh-web1", DB, 3307) and _reaches("ssh-web1", DB, 6380)
+    assert not _reaches("ssh-lb1", DB, 3307) and not _reaches("ssh-lb1", DB, 6380)
+    stats = _curl("-o", "/dev/null", "-w", "%{http_code}", "-u", "admin:molecule-ssh-stats-password",
+                  "http://%s:8405/stats" % LB)
+    assert stats.stdout == "200", stats
+    assert not _reaches("ssh-web1", LB, 8405)
+
+    # the firewall rules name the new ports and no longer the old ones
+    db_rules = root("ssh-db1").check_output("nft list table inet webfarm")
+    lb_rules = root("ssh-lb1").check_output("nft list table inet webfarm")
+    assert "dport 3307" in db_rules and "dport 6380" in db_rules, db_rules
+    assert "dport 3306" not in db_rules and "dport 6379" not in db_rules, db_rules
+    assert "dport 8405" in lb_rules and "dport 8404" not in lb_rules, lb_rules
+
+    # the clients followed: the app writes and reads through the database and
+    # keeps its session in Redis on the moved ports, through the balancer
+    wrote = _curl("-d", "value=moved-ports", "https://%s/db/write" % LB)
+    assert wrote.returncode == 0 and '"id"' in wrote.stdout, wrote
+    row = json.loads(wrote.stdout)["id"]
+    read = _curl("https://%s/db/read?id=%s" % (LB, row))
+    body = json.loads(read.stdout)
+    assert int(body["row"]["id"]) == row and body["server"].endswith(":3307"), body
+    jar = tmp_path / "cookies"
+    counts = [json.loads(_curl("-b", str(jar), "-c", str(jar), "https://%s/session" % LB).stdout)["count"]
+              for _ in range(3)]
+    assert counts == [counts[0], counts[0] + 1, counts[0] + 2], counts
+    # SSH still gets in (the firewall change went through the confirmation)
+    assert all(fresh_ssh(n).returncode == 0 for n in FARM)

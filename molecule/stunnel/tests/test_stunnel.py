@@ -10,10 +10,14 @@ import datetime
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import drift_check  # noqa: E402
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 RUNNER = AnsibleRunner(INVENTORY)
@@ -51,6 +55,12 @@ def control_server(host):
     assert host.run("for i in $(seq 50); do ss -Hltn | grep -q ':4433 ' && exit 0; sleep 0.2; done; exit 1").rc == 0
     yield "127.0.0.1:4433"
     host.run("systemctl stop tls-control.service")
+
+
+def test_check_mode_on_the_converged_edge_completes_and_changes_nothing():
+    """A drift check (--check --diff) of the converged scenario: no failure, changed=0."""
+    out, recap = drift_check(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "converge.yml"))
+    assert all(r["changed"] == 0 for r in recap.values()), recap
 
 
 @pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])

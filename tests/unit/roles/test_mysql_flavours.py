@@ -46,7 +46,7 @@ def render(template, flav, primary, **overrides):
     env.filters["comment"] = lambda text: "#\n# " + text + "\n#"
     ctx = {k: v for k, v in defaults().items() if "{{" not in str(v)}
     ctx.update(ansible_managed="Ansible managed", __mysql_flavour=flav, __mysql_is_primary=primary,
-               __mysql_server_id=1234, mysql_bind_address="10.0.0.41", mysql_port=3306,
+               __mysql_server_id=1234, mysql_bind_address="10.0.0.41", __mysql_port=3306,
                __mysql_buffer_pool_mb=256, __mysql_os_vars={"log_dir": "/var/log/mysql"})
     ctx.update(overrides)
     return env.get_template(template).render(ctx)

@@ -412,7 +412,11 @@ def test_farm_settings_defaults_and_overrides():
     s = _settings()
     assert s == {"tls_terminator": "stunnel", "session_store": "database", "files_path": "/srv/webfarm/files",
                  "nfs_export_path": "/srv/webfarm/export", "health_path": "/health", "db_name": "webfarm",
-                 "db_user": "webfarm", "web_uid": 33, "web_gid": 33, "legacy_route_cookie": False, "nfs_v3": False}
+                 "db_user": "webfarm", "web_uid": 33, "web_gid": 33, "legacy_route_cookie": False, "nfs_v3": False,
+                 "nfs_v3_ports": {"mountd": 20048, "statd": 32765, "lockd": 32768},
+                 "http_port": 80, "https_port": 443, "db_port": 3306, "redis_port": 6379,
+                 "balancer_admin_port": 8404, "haproxy_peers_port": 10000, "db_primary": None,
+                 "db_use_replicas": True, "db_timeout": 3}
     s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
     assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
 
@@ -427,6 +431,11 @@ def test_farm_settings_defaults_and_overrides():
     ("webfarm_db_name", "web-farm", "a name of 1 to 64 letters, digits or underscores"),
     ("webfarm_web_uid", -1, "a whole number from 0 to"),
     ("webfarm_legacy_route_cookie", "maybe", "true or false"),
+    ("webfarm_db_port", 0, "a whole number from 1 to 65535"),
+    ("webfarm_redis_port", "6379x", "a whole number from 1 to 65535"),
+    ("webfarm_balancer_admin_port", 70000, "a whole number from 1 to 65535"),
+    ("webfarm_https_port", True, "a whole number from 1 to 65535"),
+    ("webfarm_nfs_v3_ports", {"mountd": 1}, "a mapping with pinned ports for lockd, mountd, statd"),
 ])
 def test_bad_farm_setting_names_host_variable_value_and_rule(var, value, expected):
     with pytest.raises(AnsibleFilterError) as err:
@@ -452,3 +461,139 @@ def test_farm_cross_checks_redis_without_cache_and_only_backup_nodes():
         hv[n]["webfarm_backup"] = True
     with pytest.raises(AnsibleFilterError, match="at least one web node that is not a backup"):
         T.farm_settings(T.topology(groups, hv), hv)
+
+
+# ------------------------------------------------- one source for the ports --
+
+def test_every_port_setting_moves_its_firewall_flow():
+    """Changing a port in the inventory moves the service's firewall flow too."""
+    ports = {"webfarm_http_port": 8080, "webfarm_https_port": 8443, "webfarm_db_port": 3307,
+             "webfarm_redis_port": 6380, "webfarm_balancer_admin_port": 9404}
+    groups, hv = lab()
+    groups["cache"] = ["db1"]
+    for h in hv:
+        hv[h].update(ports)
+    model = T.topology(groups, hv)
+    assert {k: model["settings"][k[len("webfarm_"):]] for k in ports} == ports
+    flows = core.firewall_flows(model)
+    got = {(h, f["name"]): f["port"] for h, fl in flows.items() for f in fl}
+    assert got[("edge1", "https")] == 8443 and got[("edge1", "http")] == 8080
+    assert got[("lb1", "http")] == 8080 and got[("lb1", "balancer-admin")] == 9404
+    assert got[("db1", "mysql")] == 3307 and got[("db2", "mysql")] == 3307
+    assert got[("db1", "redis")] == 6380
+    old = {3306, 6379, 8404, 443}
+    assert not [k for k, v in got.items() if v in old], "an old port is still open"
+
+
+@pytest.mark.parametrize("old,new", sorted(core.REPLACED_VARIABLES.items()))
+def test_replaced_role_variable_is_refused_naming_the_farm_setting(old, new):
+    groups, hv = lab()
+    hv["web2"][old] = 1234
+    with pytest.raises(AnsibleFilterError) as err:
+        T.topology(groups, hv)
+    msg = str(err.value)
+    assert "host 'web2'" in msg and "'%s'" % old in msg and "'%s'" % new in msg
+
+
+def test_replaced_variables_name_existing_farm_settings():
+    assert set(core.REPLACED_VARIABLES.values()) <= set(core.FARM_SETTINGS)
+
+
+def test_port_setting_that_differs_between_hosts_is_an_error():
+    groups, hv = lab()
+    hv["db1"]["webfarm_db_port"] = 3307
+    hv["web1"]["webfarm_db_port"] = 3306
+    with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_db_port' is 3307 on host 'db1' but 3306 on host 'web1'"):
+        T.topology(groups, hv)
+
+
+# ------------------------------------------------------ model once per run --
+
+class _HostVars(dict):
+    """hostvars stand-in that counts how many hosts' variables are read."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.reads = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_model_uses_the_stored_model_while_it_describes_the_inventory():
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    counting = _HostVars(hv)
+    counting["localhost"] = {"webfarm_model": stored}
+    assert T.model(groups, counting) is stored
+    assert counting.reads <= 1  # the controller's variables, no farm host's
+
+
+def test_model_recomputes_when_groups_or_the_primary_changed():
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    # a host added to the inventory
+    grown = {k: list(v) for k, v in groups.items()}
+    grown["web"] = grown["web"] + ["web9"]
+    grown["web_linux"] = grown["web_linux"] + ["web9"]
+    hv2 = dict(hv, web9={"ansible_host": "10.0.0.99"}, localhost={"webfarm_model": stored})
+    fresh = T.model(grown, hv2)
+    assert fresh is not stored and "web9" in fresh["hosts"]
+    # a promotion during the run (webfarm_db_primary set on every host)
+    # (the mysql role and db_promote set webfarm_db_primary on every host and the controller)
+    hv3 = {h: dict(v, webfarm_db_primary="db2") for h, v in hv.items()}
+    hv3["localhost"] = {"webfarm_model": stored, "webfarm_db_primary": "db2"}
+    fresh = T.model(groups, hv3)
+    assert fresh["groups"]["db_primary"] == ["db2"] and stored["groups"]["db_primary"] == ["db1"]
+    # a stored model computed with that primary is current again
+    hv3["localhost"]["webfarm_model"] = fresh
+    assert T.model(groups, hv3) is fresh
+
+
+def test_model_without_a_stored_model_computes_it():
+    groups, hv = lab()
+    assert T.model(groups, hv) == T.topology(groups, hv)
+
+
+# ------------------------------------------------ one app configuration --
+
+def test_app_settings_is_the_farm_seen_by_one_web_node():
+    groups, hv = lab()
+    groups["cache"] = ["db2"]
+    for h in hv:
+        hv[h].update(webfarm_db_port=3307, webfarm_redis_port=6380, webfarm_db_name="shop", webfarm_db_timeout=5)
+    app = T.app_settings(T.topology(groups, hv), "web2")
+    assert app == {
+        "node": "web2", "route": "web2", "health_path": "/health",
+        "db": {"host": "10.0.0.21", "port": 3307, "name": "shop", "user": "webfarm", "timeout": 5,
+               "replicas": [{"host": "10.0.0.22", "port": 3307}]},
+        "session": {"store": "database", "redis_host": "10.0.0.22", "redis_port": 6380},
+        "proxies": {"balancers": ["10.0.0.3"], "edge": ["10.0.0.2"]},
+    }
+
+
+def test_app_settings_replicas_off_by_the_farm_or_the_caller():
+    groups, hv = lab()
+    for h in hv:
+        hv[h]["webfarm_db_use_replicas"] = False
+    model = T.topology(groups, hv)
+    assert T.app_settings(model, "web1")["db"]["replicas"] == []
+    assert T.app_settings(model, "web1", True)["db"]["replicas"] == [{"host": "10.0.0.22", "port": 3306}]
+
+
+def test_app_settings_follows_the_promoted_primary():
+    groups, hv = lab()
+    for h in hv:
+        hv[h]["webfarm_db_primary"] = "db2"
+    app = T.app_settings(T.topology(groups, hv), "web1")
+    assert app["db"]["host"] == "10.0.0.22" and app["db"]["replicas"] == [{"host": "10.0.0.21", "port": 3306}]
+
+
+def test_app_settings_for_a_host_outside_the_farm_names_it():
+    with pytest.raises(AnsibleFilterError, match="host 'nope'"):
+        T.app_settings(topo(), "nope")

@@ -149,14 +149,19 @@ def test_haproxy_peers_none_with_one_haproxy_balancer():
         assert not [f for flows in core.firewall_flows(topo).values() for f in flows if f["name"] == "haproxy-peers"]
 
 
-def test_haproxy_peers_port_from_inventory_and_checked():
-    topo = _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")], {"lb2": {"haproxy_peers_port": 10001}})
-    assert [p["port"] for p in V.haproxy_peers(topo)] == [10000, 10001]
+def test_haproxy_peers_port_is_the_farm_setting_and_checked():
+    topo = _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")],
+                    {"lb1": {"webfarm_haproxy_peers_port": 10001}, "lb2": {"webfarm_haproxy_peers_port": 10001}})
+    assert [p["port"] for p in V.haproxy_peers(topo)] == [10001, 10001]
     assert {"name": "haproxy-peers", "proto": "tcp", "port": 10001, "sources": ["10.0.0.20/32"]} in \
         core.firewall_flows(topo)["lb2"]
     with pytest.raises(AnsibleFilterError) as err:
-        _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")], {"lb1": {"haproxy_peers_port": 70000}})
-    assert "host 'lb1'" in str(err.value) and "haproxy_peers_port" in str(err.value)
+        _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")], {"lb1": {"webfarm_haproxy_peers_port": 70000}})
+    assert "host 'lb1'" in str(err.value) and "webfarm_haproxy_peers_port" in str(err.value)
+    # The old per-host role variable is refused, naming its replacement.
+    with pytest.raises(AnsibleFilterError) as err:
+        _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")], {"lb2": {"haproxy_peers_port": 10001}})
+    assert "host 'lb2'" in str(err.value) and "'webfarm_haproxy_peers_port'" in str(err.value)
 
 
 def test_haproxy_peers_filter_registered():

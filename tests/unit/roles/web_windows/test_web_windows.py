@@ -32,14 +32,15 @@ PHP_VERSION = "8.3.14"
 PHP_REASON = ("no PHP to parse php.ini/config.php with: install php-cli (Debian: apt-get install -y php8.2-cli) "
               "or set WEBFARM_PHP to a php command that sees /tmp")
 
-# Windows nodes of the rendered farm: one per session store, the legacy
+# Windows nodes of the rendered farm: one per session store (the farm's
+# webfarm_session_store is one value; the role variable renders the others), the legacy
 # route cookie on two of them, an explicit webfarm_route and port on win2.
 WINDOWS = {
     "win1.example.com": {"webfarm_address": "10.9.0.35"},
     "win2": {"webfarm_address": "10.9.0.36", "webfarm_route": "w2-route", "webfarm_port": 8080,
-             "webfarm_session_store": "redis", "webfarm_redis_password": "r3dis&pw'x"},
-    "win3": {"webfarm_address": "10.9.0.37", "webfarm_session_store": "files",
-             "webfarm_legacy_route_cookie": False,
+             "web_windows_session_store": "redis", "webfarm_redis_password": "r3dis&pw'x"},
+    "win3": {"webfarm_address": "10.9.0.37", "web_windows_session_store": "files",
+             "web_windows_legacy_route_cookie": False,
              "webfarm_extra_flows": [{"name": "mgmt", "proto": "tcp", "port": 5986,
                                       "sources": ["192.0.2.0/24", "172.16.0.0/12", "198.51.100.7/32"]},
                                      {"name": "any", "proto": "udp", "port": 9, "sources": ["0.0.0.0/0"]}]},
@@ -624,9 +625,9 @@ BAD = {
     "badroute": ({"webfarm_route": "r-7", "web_windows_route": "badroute"},
                  ["web_windows_route", "'badroute'", "'r-7'"]),
     "nfsv4": ({"web_windows_nfs_version": 4}, ["web_windows_nfs_version", "'4'", "v2/v3 only"]),
-    "memcache": ({"webfarm_session_store": "memcache"},
+    "memcache": ({"web_windows_session_store": "memcache"},
                  ["web_windows_session_store", "'memcache'", "database, redis, files"]),
-    "noredisdll": ({"webfarm_session_store": "redis", "webfarm_redis_password": "x", "web_windows_php_redis_dll": ""},
+    "noredisdll": ({"web_windows_session_store": "redis", "webfarm_redis_password": "x", "web_windows_php_redis_dll": ""},
                    ["web_windows_php_redis_dll"]),
     "smbpath": ({"web_windows_files_backend": "smb", "web_windows_smb_path": "/mnt/x"},
                 ["web_windows_smb_path", "'/mnt/x'"]),
