@@ -3,8 +3,10 @@
 #   1. .venv from requirements.txt (pinned)
 #   2. a Docker engine that answers (Debian: docker.io + dockerd in the background)
 #   3. an apt cache (apt-cacher-ng) that every container uses when it answers
-#   4. the base image for every container (registry first, debootstrap fallback)
-# Usage: scripts/bootstrap.sh [venv|docker|cache|image|all]   (default: all)
+#   4. the base image for every container (registry first, debootstrap fallback),
+#      one per Debian release: `image` builds the lab's (WEBFARM_DEBIAN),
+#      `image trixie bookworm` the ones named
+# Usage: scripts/bootstrap.sh [venv|docker|cache|image [RELEASE...]|all]   (default: all)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,11 +16,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 SUPPORTED_RELEASES="bookworm trixie"
-case " $SUPPORTED_RELEASES " in
-  *" $WEBFARM_DEBIAN "*) ;;
-  *) log "WEBFARM_DEBIAN is '$WEBFARM_DEBIAN'; supported releases: bookworm (Debian 12, tested), trixie (Debian 13, image only)"
-     exit 2 ;;
-esac
+check_release() { # check_release NAME WHERE: exit 2 naming the supported releases
+  case " $SUPPORTED_RELEASES " in
+    *" $1 "*) ;;
+    *) log "$2 is '$1'; supported Debian releases: bookworm (Debian 12), trixie (Debian 13)"
+       exit 2 ;;
+  esac
+}
+check_release "$WEBFARM_DEBIAN" WEBFARM_DEBIAN
 
 apt_install() {
   local stamp=/var/lib/apt/periodic/colo-webfarm-updated
@@ -102,54 +107,65 @@ ensure_apt_cache() {
 
 # Packages every container gets in its base image: what Ansible and systemd need.
 BASE_PACKAGES="python3,python3-apt,systemd,systemd-sysv,iproute2,procps,ca-certificates"
-RAW_IMAGE="colo-webfarm/debian-rootfs:$WEBFARM_DEBIAN"
 
-raw_from_registry() {
-  timeout 60 docker pull -q "debian:$WEBFARM_DEBIAN" >/dev/null 2>&1 || return 1
-  log "building $RAW_IMAGE from debian:$WEBFARM_DEBIAN"
+raw_from_registry() { # raw_from_registry RELEASE RAW_IMAGE
+  timeout 60 docker pull -q "debian:$1" >/dev/null 2>&1 || return 1
+  log "building $2 from debian:$1"
   printf 'FROM debian:%s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends %s\n' \
-    "$WEBFARM_DEBIAN" "${BASE_PACKAGES//,/ }" | DOCKER_BUILDKIT=0 docker build -q -t "$RAW_IMAGE" - >/dev/null
+    "$1" "${BASE_PACKAGES//,/ }" | DOCKER_BUILDKIT=0 docker build -q -t "$2" - >/dev/null
 }
 
-raw_from_debootstrap() {
+raw_from_debootstrap() { # raw_from_debootstrap RELEASE RAW_IMAGE
   ensure_host_packages
   local root
   root="$(mktemp -d /var/tmp/colo-webfarm-rootfs.XXXXXX)"
-  log "building $RAW_IMAGE with debootstrap (about 2 minutes)"
-  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$WEBFARM_DEBIAN" "$root" \
-    http://deb.debian.org/debian >/var/log/colo-webfarm-debootstrap.log 2>&1
+  log "building $2 with debootstrap (about 2 minutes)"
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$1" "$root" \
+    http://deb.debian.org/debian >"/var/log/colo-webfarm-debootstrap-$1.log" 2>&1
   printf '%s\n' \
-    "deb http://deb.debian.org/debian $WEBFARM_DEBIAN main" \
-    "deb http://deb.debian.org/debian $WEBFARM_DEBIAN-updates main" \
-    "deb http://deb.debian.org/debian-security $WEBFARM_DEBIAN-security main" \
+    "deb http://deb.debian.org/debian $1 main" \
+    "deb http://deb.debian.org/debian $1-updates main" \
+    "deb http://deb.debian.org/debian-security $1-security main" \
     > "$root/etc/apt/sources.list"
   chroot "$root" apt-get clean
-  tar -C "$root" -c . | docker import - "$RAW_IMAGE" >/dev/null
+  tar -C "$root" -c . | docker import - "$2" >/dev/null
   rm -rf "$root"
 }
 
-ensure_image() {
+ensure_image() { # ensure_image RELEASE: colo-webfarm/debian:RELEASE (the lab's: WEBFARM_BASE_IMAGE)
+  local release="$1" image raw rev
+  check_release "$release" "the release to build"
+  image="colo-webfarm/debian:$release"
+  [ "$release" = "$WEBFARM_DEBIAN" ] && image="$WEBFARM_BASE_IMAGE"
+  raw="colo-webfarm/debian-rootfs:$release"
   ensure_docker
   # The final layer is rebuilt whenever scripts/image changes.
-  local rev
   rev="$(cat "$REPO/scripts/image/"* | sha256sum | cut -c1-16)"
   if [ "$(docker image inspect -f '{{ index .Config.Labels "colo-webfarm.rev" }}' \
-          "$WEBFARM_BASE_IMAGE" 2>/dev/null)" = "$rev" ]; then
+          "$image" 2>/dev/null)" = "$rev" ]; then
     return 0
   fi
-  if ! docker image inspect "$RAW_IMAGE" >/dev/null 2>&1; then
-    { [ "${WEBFARM_BASE_FROM_REGISTRY:-1}" = 1 ] && raw_from_registry; } || raw_from_debootstrap
+  if ! docker image inspect "$raw" >/dev/null 2>&1; then
+    { [ "${WEBFARM_BASE_FROM_REGISTRY:-1}" = 1 ] && raw_from_registry "$release" "$raw"; } ||
+      raw_from_debootstrap "$release" "$raw"
   fi
-  log "building $WEBFARM_BASE_IMAGE (rev $rev)"
-  DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$RAW_IMAGE" --label "colo-webfarm.rev=$rev" \
-    -t "$WEBFARM_BASE_IMAGE" "$REPO/scripts/image" >/dev/null
+  log "building $image (rev $rev)"
+  DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$raw" --label "colo-webfarm.rev=$rev" \
+    -t "$image" "$REPO/scripts/image" >/dev/null
+}
+
+ensure_images() { # ensure_images [RELEASE...]: default the lab's release (WEBFARM_DEBIAN)
+  local r
+  [ $# -gt 0 ] || set -- "$WEBFARM_DEBIAN"
+  for r in "$@"; do check_release "$r" "the release to build"; done
+  for r in "$@"; do ensure_image "$r"; done
 }
 
 case "${1:-all}" in
   venv) ensure_venv ;;
   docker) ensure_docker ;;
   cache) ensure_apt_cache ;;
-  image) ensure_image ;;
-  all) ensure_venv; ensure_docker; ensure_apt_cache; ensure_image ;;
-  *) echo "usage: $0 [venv|docker|cache|image|all]" >&2; exit 2 ;;
+  image) shift; ensure_images "$@" ;;
+  all) ensure_venv; ensure_docker; ensure_apt_cache; ensure_images ;;
+  *) echo "usage: $0 [venv|docker|cache|image [RELEASE...]|all]" >&2; exit 2 ;;
 esac

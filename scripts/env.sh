@@ -2,11 +2,19 @@
 # shellcheck shell=bash
 REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 export VENV="${VENV:-$REPO/.venv}"
-# The Debian release of the lab's and the scenarios' containers (one base
-# image per release): bookworm (Debian 12, every scenario) or trixie (Debian
-# 13: the image builds, no scenario runs on it yet).
+# One base image per Debian release (scripts/bootstrap.sh builds them):
+# colo-webfarm/debian:bookworm (Debian 12) and colo-webfarm/debian:trixie
+# (Debian 13). WEBFARM_DEBIAN is the release of the lab (make lab) and of the
+# scenario hosts whose image is ${WEBFARM_BASE_IMAGE:-...}; hosts that name
+# ${WEBFARM_IMAGE_TRIXIE:-...} always run Debian 13 (README, Platforms).
 export WEBFARM_DEBIAN="${WEBFARM_DEBIAN:-bookworm}"
-export WEBFARM_BASE_IMAGE="${WEBFARM_BASE_IMAGE:-colo-webfarm/debian:$WEBFARM_DEBIAN}"
+# Derived from WEBFARM_DEBIAN unless set by hand: re-sourcing this file with
+# another WEBFARM_DEBIAN follows it instead of keeping the old release's image.
+if [ -z "${WEBFARM_BASE_IMAGE:-}" ] || [ "${WEBFARM_BASE_IMAGE_DERIVED:-}" = "$WEBFARM_BASE_IMAGE" ]; then
+  export WEBFARM_BASE_IMAGE="colo-webfarm/debian:$WEBFARM_DEBIAN"
+  export WEBFARM_BASE_IMAGE_DERIVED="$WEBFARM_BASE_IMAGE"
+fi
+export WEBFARM_IMAGE_TRIXIE="${WEBFARM_IMAGE_TRIXIE:-colo-webfarm/debian:trixie}"
 # apt-cacher-ng on this machine caches the .deb files every container downloads.
 export WEBFARM_APT_CACHE="${WEBFARM_APT_CACHE:-on}"  # "off": no apt-cacher-ng
 export PATH="$VENV/bin:$PATH"

@@ -122,6 +122,18 @@ if [ $QUICK -eq 0 ]; then
         printf '%s %s\n' "${secs:-9999}" "$s"
       done | sort -rn | cut -d' ' -f2
     fi)
+  # One base image per Debian release the chosen scenarios name (README,
+  # Platforms): ${WEBFARM_BASE_IMAGE:-...} follows WEBFARM_DEBIAN (built by the
+  # bootstrap above), ${WEBFARM_IMAGE_TRIXIE:-...} is Debian 13. Docker keeps
+  # them: only the first run (or a change of scripts/image) builds.
+  mapfile -t RELEASES < <(
+    for s in "${SCENARIOS[@]}"; do
+      grep -ho '\${WEBFARM_[A-Z_]*:-colo-webfarm/debian:[a-z]*}' "molecule/$s/molecule.yml" 2>/dev/null
+    done | sed -e 's/^\${WEBFARM_BASE_IMAGE:-.*$/@lab/' -e 's/^.*debian:\([a-z]*\)}$/\1/' |
+      sed "s/^@lab\$/$WEBFARM_DEBIAN/" | sort -u)
+  if [ ${#RELEASES[@]} -gt 0 ]; then
+    check "base-images" bash scripts/bootstrap.sh image "${RELEASES[@]}"
+  fi
   JOBS="${WEBFARM_MOLECULE_JOBS:-2}"
   declare -A PID_OF=() T0=()
   finish() { # finish SCENARIO RC

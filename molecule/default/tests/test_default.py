@@ -302,8 +302,18 @@ def user_cookies(host, ca, i):
 
 def service_pids(host):
     """{(node, service): main PID} of the web services on every web node."""
-    return {(n, svc): other(host, n).check_output("systemctl show -P MainPID %s" % svc)
-            for n in WEB for svc in ("apache2", "php8.2-fpm")}
+    pids = {}
+    for n in WEB:
+        node = other(host, n)
+        for svc in ("apache2", "php%s-fpm" % php_version(node)):
+            pids[(n, svc)] = node.check_output("systemctl show -P MainPID %s" % svc)
+    return pids
+
+
+def php_version(h):
+    """The PHP release the node runs ("8.2" on Debian 12, "8.4" on Debian 13)."""
+    return h.check_output("php -r 'echo PHP_MAJOR_VERSION, \".\", PHP_MINOR_VERSION;'")
+
 
 
 def record(name, events, reports):

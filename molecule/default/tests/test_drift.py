@@ -30,6 +30,11 @@ def box(name):
     return testinfra.get_host("docker://" + name)
 
 
+def php_version(h):
+    """The PHP release the node runs ("8.2" on Debian 12, "8.4" on Debian 13)."""
+    return h.check_output("php -r 'echo PHP_MAJOR_VERSION, \".\", PHP_MINOR_VERSION;'")
+
+
 def site(*args):
     run = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], SITE] + list(args),
                          env=dict(os.environ), capture_output=True, text=True, timeout=900)
@@ -54,7 +59,8 @@ def test_check_run_shows_exactly_the_drift_and_changes_nothing_then_a_run_repair
     web1.check_output("sed -i 's/^\\(\\s*\\)ServerName .*/&\\n\\1# hand-edited drift/' %s" % VHOST)
     assert "# hand-edited drift" in web1.file(VHOST).content_string
     lb1.check_output("nft add rule inet webfarm input tcp dport 4444 accept comment hand-made")
-    web2.check_output("systemctl stop php8.2-fpm")
+    fpm = "php%s-fpm" % php_version(web2)
+    web2.check_output("systemctl stop %s" % fpm)
     web3.check_output("echo '// app-config-drift-marker' >> %s" % APP_CONFIG)
     drifted = {"vhost": web1.file(VHOST).sha256sum, "app": web3.file(APP_CONFIG).sha256sum}
 
@@ -69,14 +75,14 @@ def test_check_run_shows_exactly_the_drift_and_changes_nothing_then_a_run_repair
     # check mode changed nothing
     assert web1.file(VHOST).sha256sum == drifted["vhost"] and web3.file(APP_CONFIG).sha256sum == drifted["app"]
     assert "hand-made" in lb1.check_output("nft list chain inet webfarm input")
-    assert not web2.service("php8.2-fpm").is_running
+    assert not web2.service(fpm).is_running
 
     rc, out, recap = site()
     assert rc == 0, out[-4000:]
     assert "# hand-edited drift" not in web1.file(VHOST).content_string
     assert "app-config-drift-marker" not in web3.file(APP_CONFIG).content_string
     assert "hand-made" not in lb1.check_output("nft list chain inet webfarm input")
-    assert web2.service("php8.2-fpm").is_running
+    assert web2.service(fpm).is_running
 
     rc, out, recap = site("--check", "--diff")
     assert rc == 0, out[-4000:]

@@ -148,6 +148,11 @@ def test_db_row_written_on_one_node_is_read_on_the_other(client):
     assert client.request(url("web_linux-web2", "/db/read?id=abc"))["status"] == 400
 
 
+def php_version(h):
+    """The PHP release the node runs ("8.2" on Debian 12, "8.4" on Debian 13)."""
+    return h.check_output("php -r 'echo PHP_MAJOR_VERSION, \".\", PHP_MINOR_VERSION;'")
+
+
 def _meminfo_mb(h):
     kb = int(re.search(r"MemTotal:\s+(\d+)", h.file("/proc/meminfo").content_string).group(1))
     return kb // 1024
@@ -157,7 +162,7 @@ def _meminfo_mb(h):
 def test_fpm_pool_sized_by_the_formula(node):
     h = farm_host(node)
     expected = max(min((_meminfo_mb(h) - 512) // 64, 6), 2)   # limit 6 in molecule.yml
-    dump = h.check_output("php-fpm8.2 -tt 2>&1")
+    dump = h.check_output("php-fpm%s -tt 2>&1" % php_version(h))
     pools = [p for p in re.findall(r"NOTICE: \[(\w+)\]", dump) if p != "global"]
     assert pools == ["webfarm"]   # the default www pool is gone
     assert "pm.max_children = %d" % expected in dump
@@ -177,11 +182,12 @@ def test_opcache_on_and_temp_dir_local(client, node):
 
 
 @pytest.mark.parametrize("path", ["/etc/apache2/sites-available/webfarm.conf",
-                                  "/etc/php/8.2/fpm/pool.d/webfarm.conf",
-                                  "/etc/php/8.2/fpm/conf.d/90-webfarm.ini",
+                                  "/etc/php/{php}/fpm/pool.d/webfarm.conf",
+                                  "/etc/php/{php}/fpm/conf.d/90-webfarm.ini",
                                   "/var/www/webfarm/config/config.php"])
 def test_rendered_files_say_they_are_managed(path):
-    assert "Ansible managed" in farm_host("web_linux-web1").file(path).content_string
+    h = farm_host("web_linux-web1")
+    assert "Ansible managed" in h.file(path.format(php=php_version(h))).content_string
 
 
 def test_app_config_is_not_world_readable():
