@@ -242,7 +242,7 @@ def test_an_untested_platform_is_refused_before_any_host_changes(looks_like_ubun
     before = {n: state(n) for n in FARM}
     out = _untouched(playbook(SITE, timeout=300))
     # the name Ansible derives may stay Debian (it reads more than os-release); the version is 24.04
-    assert re.search(r"host 'ssh-db1' runs \S+ 24\.04, which no test of colo\.webfarm covers \(tested: Debian 12\)",
+    assert re.search(r"host 'ssh-db1' runs \S+ 24\.04, which no test of colo\.webfarm covers \(tested: Debian 12, 13\)",
                      out), out[-3000:]
     assert "webfarm_allow_untested_platforms: true" in out
     assert {n: state(n) for n in FARM} == before

@@ -48,6 +48,8 @@ PROVEN_BY = {
     "nfs_server": [("nfs", "nfs"), ("default", "nfs")],
     "nfs_client": [("nfs", "web")],
     "keepalived": [("keepalived", "balancers")],
+    "monitoring": [("monitoring", "monitoring")],
+    "exporters": [("monitoring", "webfarm")],
 }
 
 
