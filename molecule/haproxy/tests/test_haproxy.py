@@ -406,12 +406,17 @@ def node_death(host, victim, action):
     cookie = sticky_cookie_for(host, victim)
     jar = "%s=%s" % (COOKIE, cookie)
     unit = "hx-death-" + action
-    # a sticky user: ~8 s of GETs, taking the new cookie when the balancer re-issues it
-    start_probe(host, unit, URLS["web"], "--cookie", jar, "--follow %s --seconds 8 --count 4000 --interval 0.01 --timeline" % COOKIE)
-    time.sleep(1.5)
-    # a POST in flight on the victim when it dies (the stand-in answers it after 4 s)
-    start_probe(host, unit + "-post", URLS["web"] + "slow?ms=4000", "--method POST --cookie", jar, "--count 1 --timeout 40")
-    time.sleep(0.5)
+    # a sticky user: ~12 s of GETs, taking the new cookie when the balancer re-issues it
+    start_probe(host, unit, URLS["web"], "--cookie", jar, "--follow %s --seconds 12 --count 6000 --interval 0.01 --timeline" % COOKIE)
+    # a POST in flight on the victim when it dies (the stand-in would answer it after 10 s)
+    start_probe(host, unit + "-post", URLS["web"] + "slow?ms=10000", "--method POST --cookie", jar, "--count 1 --timeout 40")
+    # act once HAProxy has had the POST on the victim for a second (not before: a POST whose
+    # connection fails is rightly retried elsewhere)
+    deadline = time.time() + 8
+    while not re.search(r"srv=%s .*age=[1-9]" % victim, docker(
+            "exec", "haproxy-lb1", "sh", "-c", "echo 'show sess' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock").stdout):
+        assert time.time() < deadline, "the POST did not reach %s within 8 s" % victim
+        time.sleep(0.2)
     try:
         t_act = time.time()
         res = docker(action, victim)
