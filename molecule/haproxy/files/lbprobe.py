@@ -127,7 +127,9 @@ def main():
         if summary["total"] == 1:
             summary["first"] = {k: r.get(k) for k in ("status", "served", "set_cookie", "location", "headers", "body")}
         if args.timeline:
-            summary["timeline"].append(dict({k: r.get(k) for k in ("t", "ms", "status", "served", "set_cookie")}, url=url))
+            retry_after = next((v for k, v in (r.get("headers") or {}).items() if k.lower() == "retry-after"), None)
+            summary["timeline"].append(dict({k: r.get(k) for k in ("t", "ms", "status", "served", "set_cookie")},
+                                            url=url, retry_after=retry_after))
         if args.interval and not stop:
             time.sleep(args.interval)
     summary["seconds"] = round(time.time() - start, 3)
