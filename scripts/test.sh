@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one test command (README): set-up, lint, syntax, unit and integration
-# tests, then every molecule scenario. Exits non-zero on any failure and ends
+# The one test command (README): set-up, then lint, syntax, unit and
+# integration tests beside every molecule scenario. Exits non-zero on any failure and ends
 # with a summary line "N passed, N failed, N skipped".
 #
 #   scripts/test.sh                 everything
@@ -88,13 +88,28 @@ pytest_suite() {
   return $rc
 }
 
-check yamllint            yamllint --strict .
-check ansible-lint        ansible-lint --profile production --strict
-check syntax-check        syntax_check_all
-check filter-docs         filter_docs
-check collection-build    collection_build
-check pytest              pytest_suite
-grep -E '^[0-9]+ passed|passed' "$LOGS/pytest.log" | tail -n 1 | sed 's/^/      pytest: /'
+all_checks() {
+  check yamllint            yamllint --strict .
+  check ansible-lint        ansible-lint --profile production --strict
+  check syntax-check        syntax_check_all
+  check filter-docs         filter_docs
+  check collection-build    collection_build
+  check pytest              pytest_suite
+  grep -E '^[0-9]+ passed|passed' "$LOGS/pytest.log" | tail -n 1 | sed 's/^/      pytest: /'
+}
+
+# With scenarios to run, the checks take one of the scenario slots (below):
+# they run beside the first scenario instead of before every scenario (they
+# need no containers), and never more than WEBFARM_MOLECULE_JOBS things run at
+# once. --quick runs them here.
+checks_job() { # in a subshell: the checks, their output and counts to files
+  PASSED=0 FAILED=0 FAILURES=()
+  all_checks >"$LOGS/checks.out" 2>&1
+  printf '%s %s %s\n' "$PASSED" "$FAILED" "${FAILURES[*]}" >"$LOGS/checks.counts"
+}
+if [ $QUICK -eq 1 ]; then
+  all_checks
+fi
 
 # ------------------------------------------------------------------ molecule --
 run_scenario() { # in a subshell: exit code 0 pass, 1 fail, 3 skipped
@@ -138,6 +153,15 @@ if [ $QUICK -eq 0 ]; then
   declare -A PID_OF=() T0=()
   finish() { # finish SCENARIO RC
     local s="$1" rc="$2" secs=$(( $(date +%s) - T0[$1] ))
+    if [ "$s" = "_checks" ]; then # the checks job: its lines and counts
+      local p f names
+      cat "$LOGS/checks.out"
+      read -r p f names <"$LOGS/checks.counts" || { p=0 f=1 names="checks"; }
+      PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+      # shellcheck disable=SC2206 # the names have no spaces
+      [ -n "$names" ] && FAILURES+=($names)
+      return
+    fi
     case $rc in
       0) PASSED=$((PASSED + 1)); echo "$secs" > "$LOGS/molecule-$s.seconds"
          printf 'PASS  %-28s %4ss\n' "molecule:$s" "$secs" ;;
@@ -154,6 +178,9 @@ if [ $QUICK -eq 0 ]; then
       if [ "${PID_OF[$k]}" = "$done_pid" ]; then finish "$k" "$rc"; unset "PID_OF[$k]"; fi
     done
   }
+  T0[_checks]=$(date +%s)
+  checks_job &
+  PID_OF[_checks]=$!
   for s in "${SCENARIOS[@]}"; do
     while [ "${#PID_OF[@]}" -ge "$JOBS" ]; do reap_one; done
     T0[$s]=$(date +%s)
