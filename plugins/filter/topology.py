@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
 
 from ansible.errors import AnsibleFilterError
 
@@ -27,6 +29,32 @@ def topology(groups, hostvars):
     return _t.build_topology(groups, hostvars)
 
 
+# Models handed out in this worker process, by (process id, hostvars).
+_WORKER_MODELS = {}
+
+
+def _in_worker():
+    """True in one of Ansible's forked worker processes.
+
+    A worker runs one task for one host and exits; the inventory, the
+    controller's variables and the stored model cannot change while it runs
+    (results are applied by the main process afterwards). The main process
+    (ansible-playbook itself, which evaluates meta task conditions) lives
+    across tasks and never keeps a model here.
+    """
+    return multiprocessing.parent_process() is not None
+
+
+def _controller_vars(hostvars):
+    # The controller's variables, raw: the stored model is plain data (a fact)
+    # and need not be templated again on every call.
+    try:
+        local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
+    except (KeyError, TypeError):
+        return {}
+    return local if hasattr(local, "get") else {}
+
+
 @_ansible_errors
 def model(groups, hostvars):
     """The farm model of this run, computed once.
@@ -36,19 +64,31 @@ def model(groups, hostvars):
     inventory (same groups, same ``webfarm_db_primary``), so a run costs one
     model, not one per host and task. Outside site.yml (no stored model), or
     when it is out of date, the model is computed now.
+
+    Cost per call: the controller's raw variables and a few ``len()`` calls.
+    The group sizes are read from the controller's raw ``groups`` (a plain
+    dict) when ``groups`` is Ansible's lazy container, whose ``get()`` renders
+    the whole host list on each call (O(hosts)). Within one worker process
+    (one task on one host) the answer is kept: later calls cost a dict lookup.
     """
-    stored = None
-    local = {}
-    try:
-        # The stored model is plain data (a fact): read it without templating
-        # the whole structure again on every call.
-        local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
-        if "webfarm_model" in local:
-            stored = local["webfarm_model"]
-    except (KeyError, TypeError):
-        stored = None
-    current = _t.current_model(stored, groups, local) if stored is not None else None
-    return current if current is not None else _t.build_topology(groups, hostvars)
+    key = None
+    if _in_worker():
+        key = (os.getpid(), id(hostvars))
+        if key in _WORKER_MODELS:
+            return _WORKER_MODELS[key]
+    local = _controller_vars(hostvars)
+    stored = local.get("webfarm_model")
+    current = None
+    if stored is not None:
+        sizes_of = groups
+        if type(groups) is not dict and isinstance(local.get("groups"), dict):
+            sizes_of = local["groups"]
+        current = _t.current_model(stored, sizes_of, local)
+    result = current if current is not None else _t.build_topology(groups, hostvars)
+    if key is not None:
+        _WORKER_MODELS.clear()
+        _WORKER_MODELS[key] = result
+    return result
 
 
 @_ansible_errors

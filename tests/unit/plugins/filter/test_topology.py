@@ -560,6 +560,84 @@ def test_model_without_a_stored_model_computes_it():
     assert T.model(groups, hv) == T.topology(groups, hv)
 
 
+class _LazyGroups(dict):
+    """Ansible's lazy ``groups`` stand-in: not a plain dict, and reading it is counted."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.reads = 0
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
+
+
+class _RawHostVars(_HostVars):
+    """hostvars with raw_get, as Ansible's HostVars: the controller's raw variables."""
+
+    def raw_get(self, key):
+        return self[key]
+
+
+def test_model_reads_group_sizes_from_the_controllers_raw_groups():
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    lazy = _LazyGroups(groups)
+    counting = _RawHostVars(hv, localhost={"webfarm_model": stored, "groups": dict(groups)})
+    assert T.model(lazy, counting) is stored
+    assert lazy.reads == 0 and counting.reads == 1
+    # the raw groups are what the currency check compares: a host added there
+    # (add_host during the run) makes the stored model out of date
+    grown = {k: list(v) for k, v in groups.items()}
+    grown["web"] = grown["web"] + ["web9"]
+    grown["web_linux"] = grown["web_linux"] + ["web9"]
+    hv2 = _RawHostVars(hv, web9={"ansible_host": "10.0.0.99"},
+                       localhost={"webfarm_model": stored, "groups": grown})
+    fresh = T.model(_LazyGroups(grown), hv2)
+    assert fresh is not stored and "web9" in fresh["hosts"]
+
+
+def test_model_checks_plain_dict_groups_it_is_given():
+    # a plain dict is read as given, not replaced by the controller's groups
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    grown = {k: list(v) for k, v in groups.items()}
+    grown["web"] = grown["web"] + ["web9"]
+    grown["web_linux"] = grown["web_linux"] + ["web9"]
+    hv2 = dict(hv, web9={"ansible_host": "10.0.0.99"}, localhost={"webfarm_model": stored, "groups": groups})
+    assert "web9" in T.model(grown, hv2)["hosts"]
+
+
+def test_model_is_kept_for_the_rest_of_a_worker_process(monkeypatch):
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    counting = _RawHostVars(hv, localhost={"webfarm_model": stored})
+    monkeypatch.setattr(T, "_WORKER_MODELS", {})
+    monkeypatch.setattr(T, "_in_worker", lambda: True)
+    assert T.model(groups, counting) is stored
+    assert T.model(groups, counting) is stored
+    assert counting.reads == 1  # the second call read nothing
+    # another process (a new worker forked for the next task) reads again
+    monkeypatch.setattr(T.os, "getpid", lambda: -1)
+    assert T.model(groups, counting) is stored and counting.reads == 2
+
+
+def test_model_outside_a_worker_reads_on_every_call(monkeypatch):
+    # ansible-playbook's main process lives across tasks: nothing is kept there
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    counting = _RawHostVars(hv, localhost={"webfarm_model": stored})
+    monkeypatch.setattr(T, "_WORKER_MODELS", {})
+    monkeypatch.setattr(T, "_in_worker", lambda: False)
+    T.model(groups, counting)
+    T.model(groups, counting)
+    assert counting.reads == 2 and T._WORKER_MODELS == {}
+
+
+def test_in_worker_is_false_in_the_test_process():
+    assert T._in_worker() is False
+
+
 # ------------------------------------------------ one app configuration --
 
 def test_app_settings_is_the_farm_seen_by_one_web_node():
