@@ -267,6 +267,23 @@ def _nfs_v3_ports(host, var, value):
     return {k: _port(host, "%s.%s" % (var, k), v) for k, v in sorted(value.items())}
 
 
+_SESSION_NAME_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+def _session_name(host, var, value):
+    # PHP takes letters and digits only, and not digits alone (a numeric name
+    # is read as a session id); the same on every web node, Linux and Windows.
+    if not isinstance(value, str) or not _SESSION_NAME_RE.match(value) or value.isdigit():
+        raise _err(host, var, value, "a cookie name of 1 to 64 letters and digits with at least one letter "
+                   "(such as PHPSESSID)")
+    return value
+
+
+def _session_lifetime(host, var, value):
+    # seconds a session lives without activity: a minute to 30 days
+    return _int_in(host, var, value, 60, 30 * 24 * 3600)
+
+
 def _db_primary(host, var, value):
     if value is None:
         return None
@@ -283,6 +300,11 @@ def _db_primary(host, var, value):
 FARM_SETTINGS = {
     "webfarm_tls_terminator": ("stunnel", _choice(TLS_TERMINATORS)),
     "webfarm_session_store": ("database", _choice(SESSION_STORES)),
+    # The PHP session cookie and how long a session lives without activity
+    # (seconds): one value on every web node, so that Linux and Windows nodes
+    # share sessions.
+    "webfarm_session_name": ("PHPSESSID", _session_name),
+    "webfarm_session_lifetime": (1440, _session_lifetime),
     "webfarm_files_path": ("/srv/webfarm/files", _abs_path),
     "webfarm_nfs_export_path": ("/srv/webfarm/export", _abs_path),
     "webfarm_health_path": ("/health", _url_path),
@@ -346,6 +368,12 @@ REPLACED_VARIABLES = {
     "drupal_db_user": "webfarm_db_user",
     "webfarm_app_db_timeout": "webfarm_db_timeout",
     "webfarm_app_use_replicas": "webfarm_db_use_replicas",
+    "web_linux_session_name": "webfarm_session_name",
+    "webfarm_app_session_name": "webfarm_session_name",
+    "web_windows_session_name": "webfarm_session_name",
+    "web_linux_session_lifetime": "webfarm_session_lifetime",
+    "webfarm_app_session_lifetime": "webfarm_session_lifetime",
+    "web_windows_session_lifetime": "webfarm_session_lifetime",
     "drupal_use_replicas": "webfarm_db_use_replicas",
 }
 
@@ -661,7 +689,7 @@ def app_settings(topology, host, use_replicas=None):
 
     The one builder of the app configuration for the Linux reference app, the
     Windows nodes and Drupal: the database primary and replicas (address and
-    port), names, timeout, the session store and its Redis host, the health
+    port), names, timeout, the session store, cookie name, lifetime and Redis host, the health
     path, the node's route and the reverse proxies to trust. Secrets and
     OS-specific paths are added by each role. ``use_replicas`` overrides the
     farm's ``webfarm_db_use_replicas``.
@@ -691,6 +719,8 @@ def app_settings(topology, host, use_replicas=None):
         },
         "session": {
             "store": st["session_store"],
+            "name": st["session_name"],
+            "lifetime": st["session_lifetime"],
             "redis_host": cache[0] if cache else "",
             "redis_port": st["redis_port"],
         },

@@ -166,6 +166,14 @@ CASES = {
     "replaced-role-port-variable": (set_host("db1", mysql_port=3307),
                                     "host 'db1': variable 'mysql_port' is 3307; expected nothing: it is replaced by "
                                     "the farm setting 'webfarm_db_port'"),
+    "session-name-not-a-cookie-name": (set_farm(webfarm_session_name="PHP-SESS"),
+                                       "variable 'webfarm_session_name' is 'PHP-SESS'; expected a cookie name of 1 to 64 "
+                                       "letters and digits"),
+    "session-lifetime-too-short": (set_farm(webfarm_session_lifetime=10),
+                                   "variable 'webfarm_session_lifetime' is 10; expected a whole number from 60 to 2592000"),
+    "replaced-session-variable": (set_host("web2", web_linux_session_name="SHOPSESS"),
+                                  "host 'web2': variable 'web_linux_session_name' is 'SHOPSESS'; expected nothing: it is "
+                                  "replaced by the farm setting 'webfarm_session_name'"),
     "port-not-a-port": (set_farm(webfarm_redis_port="6379/tcp"),
                         "variable 'webfarm_redis_port' is '6379/tcp'; expected a whole number from 1 to 65535"),
     "port-differs-between-hosts": (lambda inv: (set_host("lb1", webfarm_balancer_admin_port=9000)(inv),

@@ -416,9 +416,12 @@ def test_farm_settings_defaults_and_overrides():
                  "nfs_v3_ports": {"mountd": 20048, "statd": 32765, "lockd": 32768},
                  "http_port": 80, "https_port": 443, "db_port": 3306, "redis_port": 6379,
                  "balancer_admin_port": 8404, "haproxy_peers_port": 10000, "db_primary": None,
-                 "db_use_replicas": True, "db_timeout": 3}
+                 "db_use_replicas": True, "db_timeout": 3,
+                 "session_name": "PHPSESSID", "session_lifetime": 1440}
     s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
     assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
+    s = _settings(webfarm_session_name="SHOPSESS2", webfarm_session_lifetime="7200")
+    assert (s["session_name"], s["session_lifetime"]) == ("SHOPSESS2", 7200)
 
 
 @pytest.mark.parametrize("var,value,expected", [
@@ -436,6 +439,14 @@ def test_farm_settings_defaults_and_overrides():
     ("webfarm_balancer_admin_port", 70000, "a whole number from 1 to 65535"),
     ("webfarm_https_port", True, "a whole number from 1 to 65535"),
     ("webfarm_nfs_v3_ports", {"mountd": 1}, "a mapping with pinned ports for lockd, mountd, statd"),
+    ("webfarm_session_name", "12345", "a cookie name of 1 to 64 letters and digits with at least one letter"),
+    ("webfarm_session_name", "PHP-SESS", "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_name", "", "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_name", "S" * 65, "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_name", 42, "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_lifetime", 59, "a whole number from 60 to 2592000"),
+    ("webfarm_session_lifetime", 2592001, "a whole number from 60 to 2592000"),
+    ("webfarm_session_lifetime", "1h", "a whole number from 60 to 2592000"),
 ])
 def test_bad_farm_setting_names_host_variable_value_and_rule(var, value, expected):
     with pytest.raises(AnsibleFilterError) as err:
@@ -451,6 +462,22 @@ def test_farm_setting_that_differs_between_hosts_is_an_error_not_first_host_wins
     with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_session_store' is 'files' on host 'lb1' "
                                                  "but 'database' on host 'web2'"):
         T.farm_settings(T.topology(groups, hv), hv)
+
+
+def test_session_cookie_that_differs_between_web_nodes_is_an_error():
+    # Linux and Windows nodes share sessions only under one cookie name
+    groups, hv = lab()
+    hv["web1"]["webfarm_session_name"] = "SHOPSESS"
+    hv["web3"]["webfarm_session_name"] = "PHPSESSID"
+    with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_session_name' is 'SHOPSESS' on host 'web1' "
+                                                 "but 'PHPSESSID' on host 'web3'"):
+        T.topology(groups, hv)
+    groups, hv = lab()
+    hv["web1"]["webfarm_session_lifetime"] = 600
+    hv["web2"]["webfarm_session_lifetime"] = 900
+    with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_session_lifetime' is 600 on host 'web1' "
+                                                 "but 900 on host 'web2'"):
+        T.topology(groups, hv)
 
 
 def test_farm_cross_checks_redis_without_cache_and_only_backup_nodes():
@@ -644,13 +671,15 @@ def test_app_settings_is_the_farm_seen_by_one_web_node():
     groups, hv = lab()
     groups["cache"] = ["db2"]
     for h in hv:
-        hv[h].update(webfarm_db_port=3307, webfarm_redis_port=6380, webfarm_db_name="shop", webfarm_db_timeout=5)
+        hv[h].update(webfarm_db_port=3307, webfarm_redis_port=6380, webfarm_db_name="shop", webfarm_db_timeout=5,
+                     webfarm_session_name="SHOPSESS", webfarm_session_lifetime=3600)
     app = T.app_settings(T.topology(groups, hv), "web2")
     assert app == {
         "node": "web2", "route": "web2", "health_path": "/health",
         "db": {"host": "10.0.0.21", "port": 3307, "name": "shop", "user": "webfarm", "timeout": 5,
                "replicas": [{"host": "10.0.0.22", "port": 3307}]},
-        "session": {"store": "database", "redis_host": "10.0.0.22", "redis_port": 6380},
+        "session": {"store": "database", "name": "SHOPSESS", "lifetime": 3600,
+                    "redis_host": "10.0.0.22", "redis_port": 6380},
         "proxies": {"balancers": ["10.0.0.3"], "edge": ["10.0.0.2"]},
     }
 
