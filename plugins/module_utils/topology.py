@@ -469,6 +469,13 @@ def _server_id(name, explicit):
     return zlib.crc32(name.encode("utf-8")) % SERVER_ID_MAX + 1
 
 
+class _FarmVars(dict):
+    """The farm hosts' variables, each read from ``hostvars`` once."""
+
+    def __init__(self, hostvars, names):
+        super().__init__((name, hostvars.get(name)) for name in names)
+
+
 @_bulk
 def build_topology(groups, hostvars):
     """Validate the inventory and return the farm's topology.
@@ -491,6 +498,9 @@ def build_topology(groups, hostvars):
     keys = {n: _natural_key(n) for n in in_farm}
     order = sorted(in_farm, key=keys.__getitem__)
     topo = {g: sorted(members_of[g], key=keys.__getitem__) for g in GROUPS}
+    # Each farm host's variables, looked up once: with Ansible's hostvars
+    # every lookup computes that host's variables again (milliseconds each).
+    hostvars = _FarmVars(hostvars, order)
     settings = _settings(order, hostvars)
     # Farm-level webfarm_db_primary names the primary instead of the groups
     # (db_promote.yml sets it for the rest of its run after a promotion).
