@@ -39,6 +39,8 @@ side in one run:
     into its server) vs the old method (dump to a file on the primary,
     Ansible fetch to the controller, copy to the replica, restore), both as
     ansible-playbook runs with the project's ansible.cfg.
+The seeding plays leave the replica with the data but without replication
+settings: destroy the scenario afterwards (`molecule destroy -s db_backup`).
 """
 
 import argparse
@@ -286,7 +288,7 @@ def backup_bench(args):
     t = time.monotonic()
     for lo in range(0, args.rows, 100000):
         hi = min(args.rows, lo + 100000)
-        sh(pri, "mariadb -e \"INSERT INTO bench_data.t SELECT seq, seq * 7919 %% 1000003, SHA2(seq, 256), "
+        sh(pri, "mariadb bench_data -e \"INSERT INTO bench_data.t SELECT seq, seq * 7919 %% 1000003, SHA2(seq, 256), "
                 "SHA2(CONCAT('x', seq), 512) FROM seq_%d_to_%d\"" % (lo + 1, hi))
     generate = time.monotonic() - t
     want = table_rows(pri)
@@ -339,12 +341,10 @@ def backup_bench(args):
     seed_same = seed_same and table_rows(rep) == want
     shutil.rmtree(inv, ignore_errors=True)
     sql(pri, "DROP USER IF EXISTS 'bench_seed'@'%'")
-    # the replica continues from the primary's position (no writes meanwhile but the account's)
-    pos = sql(pri, "SELECT @@gtid_binlog_pos")
-    sql(rep, "SET GLOBAL gtid_slave_pos = '%s'; START SLAVE" % pos)
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "setup": {"primary": pri, "replica": rep, "rows": args.rows, "row": "INT id, BIGINT, CHAR(64) + VARCHAR(128) hex",
+        "setup": {"primary": pri, "replica": rep, "server_version": sql(rep, "SELECT VERSION()"),
+                  "rows": args.rows, "row": "INT id, BIGINT, CHAR(64) + VARCHAR(128) hex",
                   "generate_seconds": round(generate, 1), "innodb_data_and_index_bytes": data_bytes,
                   "replica_datadir_bytes": datadir_bytes,
                   "machine": "2 cores shared with 4 other engineers' scenarios (load average recorded below)",

@@ -65,7 +65,9 @@ def drift_check(playbook, inventory=None, *args, timeout=900):
     """
     import os
     import subprocess
-    inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
+    # the inventory directory, as molecule passes it: its hosts file (extra
+    # hosts some scenarios declare), host_vars and group_vars with it
+    inventory = inventory or os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
     run = subprocess.run(["ansible-playbook", "-i", inventory, playbook, "--check", "--diff"] + list(args),
                          capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
     recap = play_recap(run.stdout)

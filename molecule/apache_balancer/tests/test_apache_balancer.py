@@ -18,6 +18,7 @@ import time
 import pytest
 
 LB = "172.29.13.10"
+LB2 = "172.29.13.11"  # the same role on Debian 12 (molecule.yml)
 URL = "http://%s/" % LB
 MANAGER = "http://%s:8404/balancer-manager" % LB
 WEB = ["apache_balancer-web1", "apache_balancer-web2", "apache_balancer-web3"]
@@ -34,7 +35,7 @@ MAX_LOST_AT_STOP = 2
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
-from probe_helpers import other, probe, start_probe, wait_probe  # noqa: E402
+from probe_helpers import drift_check, other, probe, start_probe, wait_probe  # noqa: E402
 
 testinfra_hosts = ["ansible://apache_balancer-client"]
 
@@ -83,6 +84,16 @@ def test_config_is_managed_and_valid(host):
 
 # ------------------------------------------------------- 1. spread by weight --
 
+def test_check_mode_on_the_converged_farm_completes_changes_nothing_and_hides_the_password():
+    """A drift check (--check --diff) of the converged scenario, on both
+    releases' balancers and the web nodes: no failure, changed=0, and the
+    balancer-manager password never printed."""
+    out, recap = drift_check(os.path.join(SCENARIO, "converge.yml"))
+    assert set(recap) >= {"apache_balancer-lb1", "apache_balancer-lb2", *WEB}, recap
+    assert all(r["changed"] == 0 for r in recap.values()), recap
+    assert "molecule-admin-secret" not in out
+
+
 def test_requests_spread_by_loadfactor(host):
     d = probe(host, URL, "--count 300 --seconds 120")
     assert d["status"] == {"200": 300}, d["status"]
@@ -104,6 +115,20 @@ def test_balancer_cookie_sticks_and_has_the_expected_format(host):
     # BALANCER_ROUTE_CHANGED: once the cookie is right, no new ROUTEID cookie
     # (the web nodes here also set their legacy BALANCEID cookie: route_cookie)
     assert [c for c in d["cookies"] if c.startswith("ROUTEID=")] == raw
+
+
+def test_the_debian_12_balancer_has_the_same_members_and_stickiness(host):
+    # lb2 runs the role on Debian 12, lb1 on Debian 13 (molecule.yml)
+    conf = "/etc/apache2/webfarm/balancer.conf"
+    members = {n: sorted(re.findall(r"BalancerMember .*", other(host, n).file(conf).content_string))
+               for n in ("apache_balancer-lb1", "apache_balancer-lb2")}
+    assert len(members["apache_balancer-lb1"]) == 3 and members["apache_balancer-lb2"] == members["apache_balancer-lb1"]
+    assert other(host, "apache_balancer-lb2").run("apachectl configtest").rc == 0
+    d = probe(host, "http://%s/" % LB2, "--count 51 --follow ROUTEID")
+    raw = [c for c in d["first"]["set_cookie"] if c.startswith("ROUTEID=")]
+    assert len(raw) == 1 and re.match(r"^ROUTEID=\.(apache_balancer-web[123]); ", raw[0]), d["first"]
+    route = cookie_of(raw[0], "ROUTEID")[1:]
+    assert d["served"] == {route: 51} and d["status"] == {"200": 51}, d
 
 
 def test_forwarded_headers(host):

@@ -102,13 +102,13 @@ APP_WRITE = ('require "/var/www/webfarm/src/App.php"; $c = Webfarm\\App::loadCon
 
 def app_settings_host():
     """The primary the reference app's rendered settings name."""
-    res = node(P + "web1").run("php8.2 -r %s" % q('echo (require "%s")["db"]["host"];' % APP_CONFIG))
+    res = node(P + "web1").run("php -r %s" % q('echo (require "%s")["db"]["host"];' % APP_CONFIG))
     assert res.rc == 0, res.stderr
     return res.stdout.strip()
 
 
 def app_write(token):
-    return node(P + "web1").run("php8.2 -r %s %s" % (q(APP_WRITE), token))
+    return node(P + "web1").run("php -r %s %s" % (q(APP_WRITE), token))
 
 
 def test_app_settings_name_the_inventory_primary_before_any_promotion():

@@ -3,10 +3,14 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
 from conftest import farm_host
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import drift_check  # noqa: E402
 
 testinfra_hosts = ["ansible://drupal-web1", "ansible://drupal-web2"]
 
@@ -30,6 +34,17 @@ EXPECTED = {
     "redis_host": "172.29.15.61",
     "redis_password": "molecule-redis-secret",
 }
+
+
+def test_check_mode_changes_nothing_and_never_prints_a_secret():
+    """A drift check (--check --diff) of the converged scenario: no failure,
+    changed=0 on both nodes, and settings.php's secrets (DB password, hash
+    salt, Redis password) appear nowhere in the output."""
+    out, recap = drift_check(os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"))
+    assert {"drupal-web1", "drupal-web2"} <= set(recap), recap
+    assert all(r["changed"] == 0 for r in recap.values()), recap
+    for secret in (DB["password"], EXPECTED["hash_salt"], EXPECTED["redis_password"]):
+        assert secret not in out
 
 
 def test_settings_php_is_valid_php(host):

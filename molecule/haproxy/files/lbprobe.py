@@ -10,6 +10,8 @@ with --timeline, every answer with its time.
 --follow NAME           take cookie NAME from the first answer that sets it
                         and send it with the following requests
 --proxy-src random|IP   speak PROXY v1 first, claiming this client address
+--also URL              also send to URL: requests alternate over url and
+                        every --also (status counts per URL in "by_url")
 
 SIGTERM (e.g. `systemctl stop` of a probe started with systemd-run) ends the
 loop after the request in flight and still writes the summary.
@@ -50,7 +52,7 @@ def open_conn(url, timeout, proxy_src):
     return conn, (u.path or "/") + (("?" + u.query) if u.query else "")
 
 
-def one(args, cookies):
+def one(args, cookies, url):
     headers = {"Connection": "close"}
     if cookies:
         headers["Cookie"] = "; ".join("%s=%s" % kv for kv in cookies.items())
@@ -59,7 +61,7 @@ def one(args, cookies):
         headers[k.strip()] = v.strip()
     t0 = time.time()
     try:
-        conn, path = open_conn(args.url, args.timeout, args.proxy_src)
+        conn, path = open_conn(url, args.timeout, args.proxy_src)
         conn.request(args.method, path, headers=headers)
         resp = conn.getresponse()
         body = resp.read().decode(errors="replace")
@@ -88,6 +90,7 @@ def main():
     p.add_argument("--follow")
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--proxy-src")
+    p.add_argument("--also", action="append", default=[])
     p.add_argument("--served-header", default="X-Served-By")
     p.add_argument("--timeline", action="store_true")
     p.add_argument("--out")
@@ -99,11 +102,15 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     cookies = dict(c.split("=", 1) for c in args.cookie)
     summary = {"url": args.url, "total": 0, "status": {}, "served": {}, "cookies": [],
-               "errors": [], "timeline": []}
+               "errors": [], "timeline": [], "by_url": {}}
+    urls = [args.url] + args.also
     start = time.time()
     while summary["total"] < args.count and time.time() - start < args.seconds and not stop:
-        r = one(args, cookies)
+        url = urls[summary["total"] % len(urls)]
+        r = one(args, cookies, url)
         summary["total"] += 1
+        per_url = summary["by_url"].setdefault(url, {})
+        per_url[str(r["status"])] = per_url.get(str(r["status"]), 0) + 1
         summary["status"][str(r["status"])] = summary["status"].get(str(r["status"]), 0) + 1
         if r["served"]:
             summary["served"][r["served"]] = summary["served"].get(r["served"], 0) + 1
@@ -120,7 +127,9 @@ def main():
         if summary["total"] == 1:
             summary["first"] = {k: r.get(k) for k in ("status", "served", "set_cookie", "location", "headers", "body")}
         if args.timeline:
-            summary["timeline"].append({k: r.get(k) for k in ("t", "ms", "status", "served", "set_cookie")})
+            retry_after = next((v for k, v in (r.get("headers") or {}).items() if k.lower() == "retry-after"), None)
+            summary["timeline"].append(dict({k: r.get(k) for k in ("t", "ms", "status", "served", "set_cookie")},
+                                            url=url, retry_after=retry_after))
         if args.interval and not stop:
             time.sleep(args.interval)
     summary["seconds"] = round(time.time() - start, 3)

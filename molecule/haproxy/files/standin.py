@@ -5,11 +5,18 @@ GET /            -> 200, body "<name>\n", header X-Backend: <name>
 GET <health>     -> 200 "ok" (and <health>/deep)
 GET /headers     -> 200, the request headers as JSON (names lower-cased) (X-Forwarded-* checks)
 GET /slow?ms=N   -> 200 after N milliseconds (N <= 10000)
+POST             -> the same as GET (the body is read and ignored)
+
+On SIGTERM (systemctl stop, a halting host) it answers 503 to everything for
+STANDIN_STOP_GRACE seconds (default 1), as an Apache whose PHP-FPM has
+already stopped does, then exits: connections still open are closed unanswered.
 """
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -17,6 +24,14 @@ from urllib.parse import parse_qs, urlparse
 NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
 PORT = int(os.environ.get("STANDIN_PORT", "80"))
 HEALTH = os.environ.get("STANDIN_HEALTH", "/health")
+STOP_GRACE = float(os.environ.get("STANDIN_STOP_GRACE", "1"))
+STOPPING = []
+
+
+def on_term(*_):
+    if not STOPPING:
+        STOPPING.append(time.time())
+        threading.Timer(STOP_GRACE, os._exit, (0,)).start()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -34,6 +49,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlparse(self.path)
+        if STOPPING:
+            return self._send(503, "stopping\n")
         if url.path in (HEALTH, HEALTH + "/deep"):
             return self._send(200, "ok\n")
         if url.path == "/headers":
@@ -45,11 +62,18 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 1 << 20))
+        return self.do_GET()
+
     def log_message(self, fmt, *args):
         pass
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_term)
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("", PORT), Handler)

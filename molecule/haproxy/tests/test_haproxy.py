@@ -1,8 +1,10 @@
-"""Behaviour of colo.webfarm.haproxy: one balancer, three stand-in web nodes.
+"""Behaviour of colo.webfarm.haproxy: two balancers, three stand-in web nodes.
 
 Requests come from the client container (not in the admin network) through
-the balancer; the X-Served-By header the role adds (haproxy_server_header)
-says which web node answered. Every loop is bounded in count and time.
+lb1 (lb2 for what the balancers share: stick tables by peers); the
+X-Served-By header the role adds (haproxy_server_header) says which web node
+answered. Every loop is bounded in count and time. The node-death tests come
+last: they stop and kill web node containers and start them again.
 """
 
 import json
@@ -15,6 +17,7 @@ import time
 import pytest
 
 LB = "172.29.12.10"
+LB2 = "172.29.12.11"
 WEIGHTS = {"haproxy-web1": 100, "haproxy-web2": 100, "haproxy-web3": 50}
 COOKIE = "WEBFARM_LB"
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,7 +106,8 @@ def test_runtime_socket_is_local_admin_only(host):
     assert sock.is_socket and sock.mode == 0o660
     listening = lb.check_output("ss -Hltn | awk '{print $4}' | grep -v '^127.0.0.11:'")
     ports = sorted({int(a.rsplit(":", 1)[1]) for a in listening.split()})
-    assert ports == [80, 443, 8080, 8081, 8082, 8404], ports
+    # 10000: the peers section (stick tables shared with lb2)
+    assert ports == [80, 443, 8080, 8081, 8082, 8083, 8404, 10000], ports
 
 
 # ------------------------------------------------------- 1. spread by weight --
@@ -301,3 +305,153 @@ def test_bad_input_fails_before_writing_config(host):
     print("\n".join(line for line in res.output.splitlines() if "BADINPUT" in line))
     assert res.returncode == 0, res.output[-4000:]
     assert res.output.count("BADINPUT ") >= 5
+
+
+# ------------------------------------------------------ 7. request-rate limits --
+# molecule.yml: haproxy_rate_limit_requests 30 per 10 s on the limited frontend
+# (8083, PROXY protocol: the key is the address the PROXY header names, so one
+# container can be several clients), a /login rule of 5 per 10 s, and
+# 10.88.9.0/24 exempt. Each test uses client addresses of its own (10.88.x.y),
+# so its counters start at zero; each burst ends within the 10 s window.
+
+RATE, PERIOD, LOGIN_RATE = 30, 10, 5
+LIMITED = {"lb1": "http://%s:8083/" % LB, "lb2": "http://%s:8083/" % LB2}
+
+
+def test_a_client_above_the_rate_gets_429_and_one_below_never(host):
+    # both clients come from the same container (172.29.12.50): only the PROXY address tells them apart
+    start_probe(host, "hx-rate-below", LIMITED["lb1"], "--proxy-src 10.88.1.2 --count 20 --seconds 9 --interval 0.4")
+    # at most 9 s (< the 10 s window) of back-to-back requests
+    above = probe(host, LIMITED["lb1"], "--proxy-src 10.88.1.1 --count 60 --seconds 9 --timeline")
+    below = wait_probe(host, "hx-rate-below", bound=30)
+    print("rate: above %s in %.1f s, below %s in %.1f s"
+          % (above["status"], above["seconds"], below["status"], below["seconds"]))
+    assert above["total"] > RATE + 5, "too slow to go over the limit within the window: %s" % above["status"]
+    # exactly the first RATE requests pass, every later one is refused, saying when to come back
+    codes = [r["status"] for r in above["timeline"]]
+    assert codes == [200] * RATE + [429] * (len(codes) - RATE), above["status"]
+    assert {r["retry_after"] for r in above["timeline"] if r["status"] == 429} == {str(PERIOD)}
+    assert below["status"] == {"200": below["total"]} and below["total"] >= 10, below["status"]
+
+
+def test_the_per_path_rule_limits_only_its_path(host):
+    login = probe(host, LIMITED["lb1"] + "login/form", "--proxy-src 10.88.2.1 --count 12 --seconds 8")
+    # 12 + 15 requests stay under the overall 30
+    other_path = probe(host, LIMITED["lb1"] + "page", "--proxy-src 10.88.2.1 --count 15 --seconds 8")
+    print("rate: /login %s, /page %s" % (login["status"], other_path["status"]))
+    assert login["status"] == {"200": LOGIN_RATE, "429": 12 - LOGIN_RATE}, login["status"]
+    assert other_path["status"] == {"200": 15}, other_path["status"]
+
+
+def test_exempt_sources_are_never_limited(host):
+    d = probe(host, LIMITED["lb1"], "--proxy-src 10.88.9.1 --count 60 --seconds 9")
+    print("rate: exempt %s in %.1f s" % (d["status"], d["seconds"]))
+    assert d["total"] > RATE + 5, "too slow to go over the limit within the window: %s" % d["status"]
+    assert d["status"] == {"200": d["total"]}, d["status"]
+
+
+def test_the_limit_holds_across_both_balancers(host):
+    """Alternating lb1/lb2, up to 50 requests in 9 s: each balancer alone sees
+    at most 25 (< 30), so only the shared table (peers) can refuse any."""
+    d = probe(host, LIMITED["lb1"], "--also", LIMITED["lb2"], "--proxy-src 10.88.3.1 --count 50 --seconds 9")
+    by = {k: d["by_url"].get(v, {}) for k, v in LIMITED.items()}
+    passed = sum(n.get("200", 0) for n in by.values())
+    print("rate across balancers: %s in %.1f s; %d passed (limit %d)" % (by, d["seconds"], passed, RATE))
+    assert d["total"] > RATE + 5, "too slow to go over the limit within the window: %s" % by
+    assert set(d["status"]) <= {"200", "429"}, d["status"]
+    assert all(n.get("429", 0) > 0 for n in by.values()), by
+    # the peers protocol copies the latest counter (last write wins): sequential requests add up exactly,
+    # a few updates may cross on the wire
+    assert RATE - 2 <= passed <= RATE + 4, (passed, by)
+    lb2 = other(host, "haproxy-lb2")
+    table = lb2.check_output("echo 'show table ratelimit key ::ffff:10.88.3.1' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+    assert "http_req_rate(10000)=" in table, table
+
+
+# ------------------------------------------------------------ 8. node death --
+# The sticky user's web node container is stopped (docker stop: systemd halts,
+# the stand-in answers 503 for 1 s then exits, the address disappears) and
+# killed (docker kill: everything dies at once). Idempotent GETs must all
+# succeed and the user must continue on another node; a POST in flight on the
+# dying node is not retried. The containers are started again afterwards.
+
+def docker(*args, timeout=60):
+    return subprocess.run(["docker"] + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def container_running(name):
+    return docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
+
+
+def restore_node(host, name, bound=90):
+    if not container_running(name):
+        res = docker("start", name)
+        assert res.returncode == 0, res.stderr
+    docker("exec", name, "timeout", str(bound), "systemctl", "is-system-running", "--wait", timeout=bound + 10)
+    for lb_name in ("haproxy-lb1", "haproxy-lb2"):
+        deadline = time.time() + bound
+        while time.time() < deadline:
+            out = other(host, lb_name).check_output("echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+            states = [line.split(",")[17] for line in out.splitlines() if line.split(",")[1:2] == [name]]
+            if states and all(s.startswith("UP") for s in states):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("%s not UP on %s after its restart within %d s" % (name, lb_name, bound))
+
+
+def node_death(host, victim, action):
+    cookie = sticky_cookie_for(host, victim)
+    jar = "%s=%s" % (COOKIE, cookie)
+    unit = "hx-death-" + action
+    # a sticky user: ~12 s of GETs, taking the new cookie when the balancer re-issues it
+    start_probe(host, unit, URLS["web"], "--cookie", jar, "--follow %s --seconds 12 --count 6000 --interval 0.01 --timeline" % COOKIE)
+    # a POST in flight on the victim when it dies (the stand-in would answer it after 10 s)
+    start_probe(host, unit + "-post", URLS["web"] + "slow?ms=10000", "--method POST --cookie", jar, "--count 1 --timeout 40")
+    # act once HAProxy has had the POST on the victim for a second (not before: a POST whose
+    # connection fails is rightly retried elsewhere)
+    deadline = time.time() + 8
+    while not re.search(r"srv=%s .*age=[1-9]" % victim, docker(
+            "exec", "haproxy-lb1", "sh", "-c", "echo 'show sess' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock").stdout):
+        assert time.time() < deadline, "the POST did not reach %s within 8 s" % victim
+        time.sleep(0.2)
+    try:
+        t_act = time.time()
+        res = docker(action, victim)
+        t_done = time.time()
+        assert res.returncode == 0, res.stderr
+        d = wait_probe(host, unit, bound=60)
+        post = wait_probe(host, unit + "-post", bound=60)
+    finally:
+        restore_node(host, victim)
+    tl = d["timeline"]
+    failed = [r for r in tl if r["status"] != 200]
+    before = [r for r in tl if r["t"] + r["ms"] / 1000.0 < t_act]
+    after = [r for r in tl if r["t"] > t_act]
+    moved = [r for r in after if r["served"] != victim]
+    elsewhere = (moved[0]["t"] + moved[0]["ms"] / 1000.0 - t_act) if moved else None
+    slowest = max(r["ms"] for r in after) if after else None
+    print("node death (docker %s of %s, %.2f s): %d GETs, %d failed %s; served elsewhere %.2f s after; slowest GET "
+          "after it %.0f ms; POST in flight: %s %s"
+          % (action, victim, t_done - t_act, d["total"], len(failed), d["status"],
+             elsewhere if elsewhere is not None else -1, slowest or -1, post["status"], post["errors"][:1]))
+    assert before and all(r["served"] == victim for r in before), "the user was not on %s before" % victim
+    assert not failed, (d["status"], d["errors"][:5], failed[:5])
+    assert moved, "the user was never served by another node after docker %s" % action
+    # the user now sticks to one other node: the last answers (the final second) all come from it
+    tail = [r for r in tl if r["t"] > tl[-1]["t"] - 1.0]
+    assert len({r["served"] for r in tail}) == 1 and tail[0]["served"] != victim, [r["served"] for r in tail]
+    assert d["final_cookies"][COOKIE].split("|")[0] == tail[0]["served"], d["final_cookies"]
+    # a POST is never retried once sent: the client gets the balancer's error, not another node's answer
+    assert post["total"] == 1 and post["status"].get("200", 0) == 0, post
+    return post
+
+
+def test_a_stopped_node_costs_no_get(host):
+    post = node_death(host, "haproxy-web1", "stop")
+    assert post["status"] == {"502": 1}, post   # the stand-in exits with the POST unanswered
+
+
+def test_a_killed_node_costs_no_get(host):
+    post = node_death(host, "haproxy-web2", "kill")
+    assert set(post["status"]) <= {"502", "504"}, post

@@ -12,9 +12,13 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+import sys
 import urllib.request
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+from probe_helpers import drift_check  # noqa: E402
 
 MON = "172.29.26.5"
 PROM = "http://%s:9090" % MON
@@ -124,6 +128,19 @@ def test_every_expected_target_is_up():
     assert [(p["metric"]["instance"], p["value"][1]) for p in probe] == [("%s:443" % LB, "1")]
     # no more jobs than the topology gives
     assert {t["labels"]["job"] for t in active_targets()} == set(EXPECTED) | {"blackbox_tls"}
+
+
+def test_check_mode_on_the_converged_farm_changes_nothing_and_prints_no_secret():
+    """site.yml --check --diff with the monitoring play: no failure, changed=0
+    on every host (monitoring host and exporters included), no secret of the
+    scenario in the output (the exporter's database password among them)."""
+    out, recap = drift_check(os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"))
+    assert set(EXPECTED["node"]) <= set(recap), recap
+    assert all(r["changed"] == 0 for r in recap.values()), recap
+    for secret in ("molecule-monitoring-app-password", "molecule-monitoring-redis-password",
+                   "molecule-monitoring-exporter-password", "molecule-monitoring-replication-password",
+                   "molecule-monitoring-stats-password"):
+        assert secret not in out, secret
 
 
 def test_exporters_report_what_the_alerts_need():

@@ -170,6 +170,70 @@ def test_reload_keeps_open_connections(host):
     assert edge.check_output("systemctl show -p MainPID --value stunnel@webfarm") == pid_before
 
 
+SLOW_CLIENTS = r"""
+import http.client, json, socket, ssl, sys, time
+edge, n, bound = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+t0 = time.time()
+# n clients that connect to the TLS port and never send their handshake,
+# n that trickle a request to port 80 a byte per second
+idle = [socket.create_connection((edge, 443), timeout=5) for _ in range(n)]
+trickle = [socket.create_connection((edge, 80), timeout=5) for _ in range(n)]
+closed = {"tls": {}, "http": {}}
+normal = {"ok": 0, "failed": 0}
+ctx = ssl._create_unverified_context()
+last_byte = 0
+while time.time() - t0 < bound and (len(closed["tls"]) < n or len(closed["http"]) < n):
+    send = time.time() - last_byte >= 1
+    last_byte = time.time() if send else last_byte
+    for kind, socks in (("tls", idle), ("http", trickle)):
+        for i, s in enumerate(socks):
+            if i in closed[kind]:
+                continue
+            try:
+                if kind == "http" and send:
+                    s.send(b"G")
+                s.settimeout(0.01)
+                if s.recv(4096) == b"":
+                    closed[kind][i] = time.time() - t0
+            except socket.timeout:
+                pass
+            except OSError:
+                closed[kind][i] = time.time() - t0
+    # normal clients meanwhile: one HTTPS request and one port-80 request
+    for port in (443, 80):
+        try:
+            c = (http.client.HTTPSConnection(edge, 443, timeout=5, context=ctx) if port == 443
+                 else http.client.HTTPConnection(edge, 80, timeout=5))
+            c.request("GET", "/normal")
+            r = c.getresponse(); r.read(); c.close()
+            normal["ok" if r.status in (200, 301) else "failed"] += 1
+        except Exception:
+            normal["failed"] += 1
+    time.sleep(0.2)
+print(json.dumps({"closed": closed, "normal": normal}))
+"""
+
+
+def test_slow_clients_are_cut_at_their_timeouts_and_normal_clients_are_served(host):
+    """A slowloris-style load (bounded: 20 connections per kind, 30 s): TLS
+    clients that never send a handshake are cut by stunnel after
+    stunnel_timeout_busy, port-80 clients trickling a byte a second are cut by
+    the redirector after stunnel_redirect_timeout, and HTTPS and port-80
+    requests made meanwhile are all answered."""
+    edge_vars = RUNNER.get_variables("stunnel-edge1")
+    busy, redirect = int(edge_vars["stunnel_timeout_busy"]), int(edge_vars["stunnel_redirect_timeout"])
+    host.check_output("cat > /tmp/slow_clients.py <<'EOF'\n%sEOF" % SLOW_CLIENTS)
+    got = json.loads(host.check_output("timeout 60 python3 /tmp/slow_clients.py %s 20 30" % EDGE))
+    tls, http = got["closed"]["tls"].values(), got["closed"]["http"].values()
+    assert len(tls) == 20 and len(http) == 20, got
+    # cut at the timeout: not before it (minus the connect spread), within 3 s after it
+    assert busy - 1.5 <= min(tls) and max(tls) <= busy + 3, got
+    assert redirect - 1.5 <= min(http) and max(http) <= redirect + 3, got
+    assert got["normal"]["failed"] == 0 and got["normal"]["ok"] >= 10, got
+    conf = _host("stunnel-edge1").file("/etc/stunnel/webfarm.conf").content_string
+    assert "TIMEOUTbusy = %d" % busy in conf and "TIMEOUTidle = 300" in conf and "TIMEOUTclose = 5" in conf
+
+
 @pytest.mark.parametrize("path", ["/etc/stunnel/webfarm.conf", "/usr/local/sbin/webfarm-stunnel-check",
                                   "/usr/local/libexec/webfarm-https-redirect"])
 def test_managed_files(path):

@@ -44,7 +44,7 @@ PROVEN_BY = {
     "webfarm_app": [("web_linux", "web_linux"), ("redis_sessions", "web_linux"), ("default", "web_linux")],
     "drupal": [("drupal", "web_linux")],
     "redis": [("redis_sessions", "cache")],
-    "mysql": [("mysql", "db"), ("default", "db")],
+    "mysql": [("mysql", "db"), ("db_backup", "db"), ("db_promote", "db"), ("default", "db")],
     "nfs_server": [("nfs", "nfs"), ("default", "nfs")],
     "nfs_client": [("nfs", "web")],
     "keepalived": [("keepalived", "balancers")],
