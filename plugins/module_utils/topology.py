@@ -284,6 +284,23 @@ def _session_lifetime(host, var, value):
     return _int_in(host, var, value, 60, 30 * 24 * 3600)
 
 
+def _vip(host, var, value):
+    # the shape only; vrrp_plan checks the addresses against the peers
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, (str, list, dict)) or (isinstance(value, list) and not value):
+        raise _err(host, var, value, "an address with its prefix such as 192.0.2.10/24, a list of such addresses "
+                   "or of mappings with name, address and virtual_router_id, or empty (no virtual address)")
+    return value
+
+
+def _vrrp_group_setting(host, var, value):
+    if value not in ("", None) + VRRP_GROUPS:
+        raise _err(host, var, value, "one of %s, or empty (automatic: edge, or balancers when TLS "
+                   "terminates on HAProxy)" % ", ".join(VRRP_GROUPS))
+    return value or ""
+
+
 def _db_primary(host, var, value):
     if value is None:
         return None
@@ -322,6 +339,11 @@ FARM_SETTINGS = {
     "webfarm_redis_port": (DEFAULT_PORTS["redis"], _port),
     "webfarm_balancer_admin_port": (DEFAULT_PORTS["balancer_admin"], _port),
     "webfarm_haproxy_peers_port": (DEFAULT_PORTS["haproxy_peers"], _port),
+    # The floating address(es) and who shares them (keepalived and the
+    # firewall's VRRP rule read both from here; vrrp_plan validates them).
+    "webfarm_vip": ("", _vip),
+    "webfarm_vrrp_group": ("", _vrrp_group_setting),
+    "webfarm_vrrp_router_id_base": (51, lambda h, v, x: _int_in(h, v, x, 1, 255)),
     # How the applications use the database: read from the replicas (falling
     # back to the primary), and the connect timeout in seconds.
     "webfarm_db_use_replicas": (True, _bool),
@@ -375,6 +397,11 @@ REPLACED_VARIABLES = {
     "webfarm_app_session_lifetime": "webfarm_session_lifetime",
     "web_windows_session_lifetime": "webfarm_session_lifetime",
     "drupal_use_replicas": "webfarm_db_use_replicas",
+    "keepalived_vip": "webfarm_vip",
+    "firewall_vrrp_vip": "webfarm_vip",
+    "keepalived_group": "webfarm_vrrp_group",
+    "firewall_vrrp_group": "webfarm_vrrp_group",
+    "keepalived_router_id_base": "webfarm_vrrp_router_id_base",
 }
 
 
@@ -953,7 +980,7 @@ def _vrrp_vips(vips, router_id_base):
     return out
 
 
-def vrrp_plan(topology, vips, group="", router_id_base=51):
+def vrrp_plan(topology, vips=None, group=None, router_id_base=None):
     """Who shares which virtual address, with which priority and peers.
 
     ``vips`` is ``webfarm_vip``: one IPv4 address with its prefix
@@ -961,6 +988,8 @@ def vrrp_plan(topology, vips, group="", router_id_base=51):
     addresses or of mappings ``{name, address, virtual_router_id}``
     (virtual_router_id defaults to ``router_id_base`` + position).
     ``group`` is ``edge`` or ``balancers``; empty picks :func:`vrrp_group`.
+    Each argument left out (None) is the model's farm setting:
+    ``webfarm_vip``, ``webfarm_vrrp_group``, ``webfarm_vrrp_router_id_base``.
 
     Returns ``{group, instances, peers, hosts}``: ``instances`` the
     normalised virtual addresses; ``peers`` the group's hosts in topology
@@ -973,16 +1002,23 @@ def vrrp_plan(topology, vips, group="", router_id_base=51):
     addresses or virtual_router_ids.
     """
     _require_topology(topology)
-    if group in (None, ""):
+    settings = topology.get("settings") or {}
+    if vips is None:
+        vips = settings.get("vip", "")
+    if group is None:
+        group = settings.get("vrrp_group", "")
+    if router_id_base is None:
+        router_id_base = settings.get("vrrp_router_id_base", 51)
+    if group == "":
         group = vrrp_group(topology)
     if group not in VRRP_GROUPS:
-        raise _err(None, "keepalived_group", group, "one of %s (or empty: automatic)" % ", ".join(VRRP_GROUPS))
-    base = _int_in(None, "keepalived_router_id_base", router_id_base, 1, 255)
+        raise _err(None, "webfarm_vrrp_group", group, "one of %s (or empty: automatic)" % ", ".join(VRRP_GROUPS))
+    base = _int_in(None, "webfarm_vrrp_router_id_base", router_id_base, 1, 255)
     names = topology["groups"][group]
     if len(names) < 2:
         raise _err(None, "groups.%s (the VRRP peers)" % group, list(names),
                    "at least two hosts sharing the virtual address; with one there is nothing to fail "
-                   "over to (add a peer, or set keepalived_group)")
+                   "over to (add a peer, or set webfarm_vrrp_group)")
     if len(names) > VRRP_PEERS_MAX:
         raise _err(None, "groups.%s (the VRRP peers)" % group, "%d hosts" % len(names),
                    "at most %d peers" % VRRP_PEERS_MAX)
