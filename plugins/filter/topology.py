@@ -45,9 +45,45 @@ def _in_worker():
     return multiprocessing.parent_process() is not None
 
 
+def _controller_runtime_vars(hostvars):
+    """The controller's variables ``model`` needs, from the run's own caches.
+
+    ``hostvars.raw_get('localhost')`` computes every variable of the
+    controller, the stored model among its facts, on every call: 5.3 ms per
+    call at 200 web nodes in a run (0.3 ms here), and one call per host and
+    task made the model's cost per run grow faster than the farm
+    (bench/README.md, filters --ansible). Preflight stores the model with ``set_fact`` (Ansible's
+    non-persistent fact cache), and whoever changes ``webfarm_db_primary``
+    during a run does so with ``set_fact`` too; the inventory cannot change
+    during a run. So the stored model, the controller's run-time
+    ``webfarm_db_primary`` (extra vars over set_fact over include_vars, as
+    Ansible's precedence has it) and the inventory's group lists (Ansible's
+    cached ``groups``) are read here directly, at the cost of a few dict
+    lookups. These are ansible-core's variable manager and inventory
+    attributes (tests/unit/plugins/filter/test_topology.py checks them
+    against ``raw_get`` with the pinned ansible-core); without them, or
+    without a stored model, ``None``: the caller reads ``raw_get``.
+    """
+    try:
+        manager = hostvars._variable_manager
+        facts = manager._nonpersistent_fact_cache.get("localhost") or {}
+        if "webfarm_model" not in facts:
+            return None
+        local = {"webfarm_model": facts["webfarm_model"], "groups": hostvars._inventory.get_groups_dict()}
+        for source in (manager._vars_cache.get("localhost") or {}, facts, manager.extra_vars):
+            if "webfarm_db_primary" in source:
+                local["webfarm_db_primary"] = source["webfarm_db_primary"]
+        return local
+    except (AttributeError, TypeError):
+        return None
+
+
 def _controller_vars(hostvars):
     # The controller's variables, raw: the stored model is plain data (a fact)
     # and need not be templated again on every call.
+    fast = _controller_runtime_vars(hostvars)
+    if fast is not None:
+        return fast
     try:
         local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
     except (KeyError, TypeError):
@@ -65,7 +101,10 @@ def model(groups, hostvars):
     model, not one per host and task. Outside site.yml (no stored model), or
     when it is out of date, the model is computed now.
 
-    Cost per call: the controller's raw variables and a few ``len()`` calls.
+    Cost per call: a few dict lookups and ``len()`` calls (the stored model,
+    the controller's run-time primary and the group sizes come from the run's
+    caches, see ``_controller_runtime_vars``; the controller's raw variables
+    otherwise).
     The group sizes are read from the controller's raw ``groups`` (a plain
     dict) when ``groups`` is Ansible's lazy container, whose ``get()`` renders
     the whole host list on each call (O(hosts)). Within one worker process

@@ -705,3 +705,62 @@ def test_app_settings_follows_the_promoted_primary():
 def test_app_settings_for_a_host_outside_the_farm_names_it():
     with pytest.raises(AnsibleFilterError, match="host 'nope'"):
         T.app_settings(topo(), "nope")
+
+
+# ------------------------------- the controller's variables, from the caches --
+
+def _ansible_run_state(tmp_path, groups, hv):
+    """Ansible's own inventory, variable manager and hostvars for a farm (the
+    objects a task's ``hostvars`` is made of), with localhost in it."""
+    import json
+
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.hostvars import HostVars
+    from ansible.vars.manager import VariableManager
+
+    children = {g: {"hosts": {h: hv.get(h, {}) for h in hosts}} for g, hosts in groups.items() if hosts}
+    inv = tmp_path / "hosts.json"
+    inv.write_text(json.dumps({"all": {"hosts": {"localhost": {"ansible_connection": "local"}},
+                                       "children": children}}))
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(inv)])
+    manager = VariableManager(loader=loader, inventory=inventory)
+    return inventory, manager, HostVars(inventory=inventory, variable_manager=manager, loader=loader)
+
+
+def test_the_controllers_run_time_variables_match_ansibles_own(tmp_path):
+    """The fast path reads ansible-core's caches; with the pinned ansible-core
+    it must see what raw_get('localhost') sees, or this fails (and the model
+    would silently fall back to raw_get)."""
+    groups, hv = lab()
+    inventory, manager, hostvars = _ansible_run_state(tmp_path, groups, hv)
+    assert T._controller_runtime_vars(hostvars) is None  # no stored model yet: the caller reads raw_get
+    stored = T.topology(inventory.get_groups_dict(), hostvars)
+    manager.set_nonpersistent_facts("localhost", {"webfarm_model": stored})
+    fast = T._controller_runtime_vars(hostvars)
+    slow = hostvars.raw_get("localhost")
+    assert fast["webfarm_model"] == slow["webfarm_model"]
+    assert fast["groups"] == slow["groups"]
+    assert "webfarm_db_primary" not in fast and "webfarm_db_primary" not in slow
+    assert T.model(inventory.get_groups_dict(), hostvars) is fast["webfarm_model"]
+    # a promotion during the run: set_fact on the controller, then an extra var over it
+    manager.set_host_variable("localhost", "webfarm_db_primary", "db3")  # include_vars
+    assert T._controller_runtime_vars(hostvars)["webfarm_db_primary"] == hostvars.raw_get("localhost")["webfarm_db_primary"] == "db3"
+    # as the mysql role does: on every host and the controller
+    for host in list(inventory.hosts):
+        manager.set_nonpersistent_facts(host, {"webfarm_db_primary": "db2"})
+    assert T._controller_runtime_vars(hostvars)["webfarm_db_primary"] == hostvars.raw_get("localhost")["webfarm_db_primary"] == "db2"
+    fresh = T.model(inventory.get_groups_dict(), hostvars)
+    assert fresh is not stored and fresh["groups"]["db_primary"] == ["db2"]
+    manager._extra_vars = {"webfarm_db_primary": "db1"}  # what -e sets
+    assert T._controller_runtime_vars(hostvars)["webfarm_db_primary"] == hostvars.raw_get("localhost")["webfarm_db_primary"] == "db1"
+
+
+def test_without_ansibles_caches_the_model_reads_the_controllers_variables():
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    counting = _HostVars(hv)
+    counting["localhost"] = {"webfarm_model": stored}
+    assert T._controller_runtime_vars(counting) is None  # a plain mapping has no variable manager
+    assert T.model(groups, counting) is stored
