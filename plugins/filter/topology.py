@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
 
 from ansible.errors import AnsibleFilterError
 
@@ -27,6 +29,68 @@ def topology(groups, hostvars):
     return _t.build_topology(groups, hostvars)
 
 
+# Models handed out in this worker process, by (process id, hostvars).
+_WORKER_MODELS = {}
+
+
+def _in_worker():
+    """True in one of Ansible's forked worker processes.
+
+    A worker runs one task for one host and exits; the inventory, the
+    controller's variables and the stored model cannot change while it runs
+    (results are applied by the main process afterwards). The main process
+    (ansible-playbook itself, which evaluates meta task conditions) lives
+    across tasks and never keeps a model here.
+    """
+    return multiprocessing.parent_process() is not None
+
+
+def _controller_runtime_vars(hostvars):
+    """The controller's variables ``model`` needs, from the run's own caches.
+
+    ``hostvars.raw_get('localhost')`` computes every variable of the
+    controller, the stored model among its facts, on every call: 5.3 ms per
+    call at 200 web nodes in a run (0.3 ms here), and one call per host and
+    task made the model's cost per run grow faster than the farm
+    (bench/README.md, filters --ansible). Preflight stores the model with ``set_fact`` (Ansible's
+    non-persistent fact cache), and whoever changes ``webfarm_db_primary``
+    during a run does so with ``set_fact`` too; the inventory cannot change
+    during a run. So the stored model, the controller's run-time
+    ``webfarm_db_primary`` (extra vars over set_fact over include_vars, as
+    Ansible's precedence has it) and the inventory's group lists (Ansible's
+    cached ``groups``) are read here directly, at the cost of a few dict
+    lookups. These are ansible-core's variable manager and inventory
+    attributes (tests/unit/plugins/filter/test_topology.py checks them
+    against ``raw_get`` with the pinned ansible-core); without them, or
+    without a stored model, ``None``: the caller reads ``raw_get``.
+    """
+    try:
+        manager = hostvars._variable_manager
+        facts = manager._nonpersistent_fact_cache.get("localhost") or {}
+        if "webfarm_model" not in facts:
+            return None
+        local = {"webfarm_model": facts["webfarm_model"], "groups": hostvars._inventory.get_groups_dict()}
+        for source in (manager._vars_cache.get("localhost") or {}, facts, manager.extra_vars):
+            if "webfarm_db_primary" in source:
+                local["webfarm_db_primary"] = source["webfarm_db_primary"]
+        return local
+    except (AttributeError, TypeError):
+        return None
+
+
+def _controller_vars(hostvars):
+    # The controller's variables, raw: the stored model is plain data (a fact)
+    # and need not be templated again on every call.
+    fast = _controller_runtime_vars(hostvars)
+    if fast is not None:
+        return fast
+    try:
+        local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
+    except (KeyError, TypeError):
+        return {}
+    return local if hasattr(local, "get") else {}
+
+
 @_ansible_errors
 def model(groups, hostvars):
     """The farm model of this run, computed once.
@@ -36,19 +100,34 @@ def model(groups, hostvars):
     inventory (same groups, same ``webfarm_db_primary``), so a run costs one
     model, not one per host and task. Outside site.yml (no stored model), or
     when it is out of date, the model is computed now.
+
+    Cost per call: a few dict lookups and ``len()`` calls (the stored model,
+    the controller's run-time primary and the group sizes come from the run's
+    caches, see ``_controller_runtime_vars``; the controller's raw variables
+    otherwise).
+    The group sizes are read from the controller's raw ``groups`` (a plain
+    dict) when ``groups`` is Ansible's lazy container, whose ``get()`` renders
+    the whole host list on each call (O(hosts)). Within one worker process
+    (one task on one host) the answer is kept: later calls cost a dict lookup.
     """
-    stored = None
-    local = {}
-    try:
-        # The stored model is plain data (a fact): read it without templating
-        # the whole structure again on every call.
-        local = hostvars.raw_get("localhost") if hasattr(hostvars, "raw_get") else hostvars["localhost"]
-        if "webfarm_model" in local:
-            stored = local["webfarm_model"]
-    except (KeyError, TypeError):
-        stored = None
-    current = _t.current_model(stored, groups, local) if stored is not None else None
-    return current if current is not None else _t.build_topology(groups, hostvars)
+    key = None
+    if _in_worker():
+        key = (os.getpid(), id(hostvars))
+        if key in _WORKER_MODELS:
+            return _WORKER_MODELS[key]
+    local = _controller_vars(hostvars)
+    stored = local.get("webfarm_model")
+    current = None
+    if stored is not None:
+        sizes_of = groups
+        if type(groups) is not dict and isinstance(local.get("groups"), dict):
+            sizes_of = local["groups"]
+        current = _t.current_model(stored, sizes_of, local)
+    result = current if current is not None else _t.build_topology(groups, hostvars)
+    if key is not None:
+        _WORKER_MODELS.clear()
+        _WORKER_MODELS[key] = result
+    return result
 
 
 @_ansible_errors

@@ -11,7 +11,7 @@ from ansible_collections.colo.webfarm.plugins.module_utils import topology as _t
 
 
 @_ansible_errors
-def vrrp_plan(topology_, vips, group="", router_id_base=51):
+def vrrp_plan(topology_, vips=None, group=None, router_id_base=None):
     return _t.vrrp_plan(topology_, vips, group, router_id_base)
 
 

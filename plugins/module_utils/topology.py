@@ -267,6 +267,40 @@ def _nfs_v3_ports(host, var, value):
     return {k: _port(host, "%s.%s" % (var, k), v) for k, v in sorted(value.items())}
 
 
+_SESSION_NAME_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+def _session_name(host, var, value):
+    # PHP takes letters and digits only, and not digits alone (a numeric name
+    # is read as a session id); the same on every web node, Linux and Windows.
+    if not isinstance(value, str) or not _SESSION_NAME_RE.match(value) or value.isdigit():
+        raise _err(host, var, value, "a cookie name of 1 to 64 letters and digits with at least one letter "
+                   "(such as PHPSESSID)")
+    return value
+
+
+def _session_lifetime(host, var, value):
+    # seconds a session lives without activity: a minute to 30 days
+    return _int_in(host, var, value, 60, 30 * 24 * 3600)
+
+
+def _vip(host, var, value):
+    # the shape only; vrrp_plan checks the addresses against the peers
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, (str, list, dict)) or (isinstance(value, list) and not value):
+        raise _err(host, var, value, "an address with its prefix such as 192.0.2.10/24, a list of such addresses "
+                   "or of mappings with name, address and virtual_router_id, or empty (no virtual address)")
+    return value
+
+
+def _vrrp_group_setting(host, var, value):
+    if value not in ("", None) + VRRP_GROUPS:
+        raise _err(host, var, value, "one of %s, or empty (automatic: edge, or balancers when TLS "
+                   "terminates on HAProxy)" % ", ".join(VRRP_GROUPS))
+    return value or ""
+
+
 def _db_primary(host, var, value):
     if value is None:
         return None
@@ -283,6 +317,11 @@ def _db_primary(host, var, value):
 FARM_SETTINGS = {
     "webfarm_tls_terminator": ("stunnel", _choice(TLS_TERMINATORS)),
     "webfarm_session_store": ("database", _choice(SESSION_STORES)),
+    # The PHP session cookie and how long a session lives without activity
+    # (seconds): one value on every web node, so that Linux and Windows nodes
+    # share sessions.
+    "webfarm_session_name": ("PHPSESSID", _session_name),
+    "webfarm_session_lifetime": (1440, _session_lifetime),
     "webfarm_files_path": ("/srv/webfarm/files", _abs_path),
     "webfarm_nfs_export_path": ("/srv/webfarm/export", _abs_path),
     "webfarm_health_path": ("/health", _url_path),
@@ -300,6 +339,11 @@ FARM_SETTINGS = {
     "webfarm_redis_port": (DEFAULT_PORTS["redis"], _port),
     "webfarm_balancer_admin_port": (DEFAULT_PORTS["balancer_admin"], _port),
     "webfarm_haproxy_peers_port": (DEFAULT_PORTS["haproxy_peers"], _port),
+    # The floating address(es) and who shares them (keepalived and the
+    # firewall's VRRP rule read both from here; vrrp_plan validates them).
+    "webfarm_vip": ("", _vip),
+    "webfarm_vrrp_group": ("", _vrrp_group_setting),
+    "webfarm_vrrp_router_id_base": (51, lambda h, v, x: _int_in(h, v, x, 1, 255)),
     # How the applications use the database: read from the replicas (falling
     # back to the primary), and the connect timeout in seconds.
     "webfarm_db_use_replicas": (True, _bool),
@@ -346,7 +390,18 @@ REPLACED_VARIABLES = {
     "drupal_db_user": "webfarm_db_user",
     "webfarm_app_db_timeout": "webfarm_db_timeout",
     "webfarm_app_use_replicas": "webfarm_db_use_replicas",
+    "web_linux_session_name": "webfarm_session_name",
+    "webfarm_app_session_name": "webfarm_session_name",
+    "web_windows_session_name": "webfarm_session_name",
+    "web_linux_session_lifetime": "webfarm_session_lifetime",
+    "webfarm_app_session_lifetime": "webfarm_session_lifetime",
+    "web_windows_session_lifetime": "webfarm_session_lifetime",
     "drupal_use_replicas": "webfarm_db_use_replicas",
+    "keepalived_vip": "webfarm_vip",
+    "firewall_vrrp_vip": "webfarm_vip",
+    "keepalived_group": "webfarm_vrrp_group",
+    "firewall_vrrp_group": "webfarm_vrrp_group",
+    "keepalived_router_id_base": "webfarm_vrrp_router_id_base",
 }
 
 
@@ -441,6 +496,13 @@ def _server_id(name, explicit):
     return zlib.crc32(name.encode("utf-8")) % SERVER_ID_MAX + 1
 
 
+class _FarmVars(dict):
+    """The farm hosts' variables, each read from ``hostvars`` once."""
+
+    def __init__(self, hostvars, names):
+        super().__init__((name, hostvars.get(name)) for name in names)
+
+
 @_bulk
 def build_topology(groups, hostvars):
     """Validate the inventory and return the farm's topology.
@@ -463,6 +525,9 @@ def build_topology(groups, hostvars):
     keys = {n: _natural_key(n) for n in in_farm}
     order = sorted(in_farm, key=keys.__getitem__)
     topo = {g: sorted(members_of[g], key=keys.__getitem__) for g in GROUPS}
+    # Each farm host's variables, looked up once: with Ansible's hostvars
+    # every lookup computes that host's variables again (milliseconds each).
+    hostvars = _FarmVars(hostvars, order)
     settings = _settings(order, hostvars)
     # Farm-level webfarm_db_primary names the primary instead of the groups
     # (db_promote.yml sets it for the rest of its run after a promotion).
@@ -661,7 +726,7 @@ def app_settings(topology, host, use_replicas=None):
 
     The one builder of the app configuration for the Linux reference app, the
     Windows nodes and Drupal: the database primary and replicas (address and
-    port), names, timeout, the session store and its Redis host, the health
+    port), names, timeout, the session store, cookie name, lifetime and Redis host, the health
     path, the node's route and the reverse proxies to trust. Secrets and
     OS-specific paths are added by each role. ``use_replicas`` overrides the
     farm's ``webfarm_db_use_replicas``.
@@ -691,6 +756,8 @@ def app_settings(topology, host, use_replicas=None):
         },
         "session": {
             "store": st["session_store"],
+            "name": st["session_name"],
+            "lifetime": st["session_lifetime"],
             "redis_host": cache[0] if cache else "",
             "redis_port": st["redis_port"],
         },
@@ -913,7 +980,7 @@ def _vrrp_vips(vips, router_id_base):
     return out
 
 
-def vrrp_plan(topology, vips, group="", router_id_base=51):
+def vrrp_plan(topology, vips=None, group=None, router_id_base=None):
     """Who shares which virtual address, with which priority and peers.
 
     ``vips`` is ``webfarm_vip``: one IPv4 address with its prefix
@@ -921,6 +988,8 @@ def vrrp_plan(topology, vips, group="", router_id_base=51):
     addresses or of mappings ``{name, address, virtual_router_id}``
     (virtual_router_id defaults to ``router_id_base`` + position).
     ``group`` is ``edge`` or ``balancers``; empty picks :func:`vrrp_group`.
+    Each argument left out (None) is the model's farm setting:
+    ``webfarm_vip``, ``webfarm_vrrp_group``, ``webfarm_vrrp_router_id_base``.
 
     Returns ``{group, instances, peers, hosts}``: ``instances`` the
     normalised virtual addresses; ``peers`` the group's hosts in topology
@@ -933,16 +1002,23 @@ def vrrp_plan(topology, vips, group="", router_id_base=51):
     addresses or virtual_router_ids.
     """
     _require_topology(topology)
-    if group in (None, ""):
+    settings = topology.get("settings") or {}
+    if vips is None:
+        vips = settings.get("vip", "")
+    if group is None:
+        group = settings.get("vrrp_group", "")
+    if router_id_base is None:
+        router_id_base = settings.get("vrrp_router_id_base", 51)
+    if group == "":
         group = vrrp_group(topology)
     if group not in VRRP_GROUPS:
-        raise _err(None, "keepalived_group", group, "one of %s (or empty: automatic)" % ", ".join(VRRP_GROUPS))
-    base = _int_in(None, "keepalived_router_id_base", router_id_base, 1, 255)
+        raise _err(None, "webfarm_vrrp_group", group, "one of %s (or empty: automatic)" % ", ".join(VRRP_GROUPS))
+    base = _int_in(None, "webfarm_vrrp_router_id_base", router_id_base, 1, 255)
     names = topology["groups"][group]
     if len(names) < 2:
         raise _err(None, "groups.%s (the VRRP peers)" % group, list(names),
                    "at least two hosts sharing the virtual address; with one there is nothing to fail "
-                   "over to (add a peer, or set keepalived_group)")
+                   "over to (add a peer, or set webfarm_vrrp_group)")
     if len(names) > VRRP_PEERS_MAX:
         raise _err(None, "groups.%s (the VRRP peers)" % group, "%d hosts" % len(names),
                    "at most %d peers" % VRRP_PEERS_MAX)

@@ -166,6 +166,14 @@ CASES = {
     "replaced-role-port-variable": (set_host("db1", mysql_port=3307),
                                     "host 'db1': variable 'mysql_port' is 3307; expected nothing: it is replaced by "
                                     "the farm setting 'webfarm_db_port'"),
+    "session-name-not-a-cookie-name": (set_farm(webfarm_session_name="PHP-SESS"),
+                                       "variable 'webfarm_session_name' is 'PHP-SESS'; expected a cookie name of 1 to 64 "
+                                       "letters and digits"),
+    "session-lifetime-too-short": (set_farm(webfarm_session_lifetime=10),
+                                   "variable 'webfarm_session_lifetime' is 10; expected a whole number from 60 to 2592000"),
+    "replaced-session-variable": (set_host("web2", web_linux_session_name="SHOPSESS"),
+                                  "host 'web2': variable 'web_linux_session_name' is 'SHOPSESS'; expected nothing: it is "
+                                  "replaced by the farm setting 'webfarm_session_name'"),
     "port-not-a-port": (set_farm(webfarm_redis_port="6379/tcp"),
                         "variable 'webfarm_redis_port' is '6379/tcp'; expected a whole number from 1 to 65535"),
     "port-differs-between-hosts": (lambda inv: (set_host("lb1", webfarm_balancer_admin_port=9000)(inv),
@@ -190,6 +198,19 @@ CASES = {
                            "no other VRRP group on the network uses"),
     "vip-one-peer": (set_farm(webfarm_vip="10.0.0.100/24"),
                      "variable 'groups.edge (the VRRP peers)' is ['edge1']; expected at least two hosts"),
+    "vip-group-on-balancers-with-one": (lambda inv: (add_host(["edge"], "edge2", webfarm_address="10.0.0.4")(inv),
+                                                     set_farm(webfarm_vip="10.0.0.100/24",
+                                                              webfarm_vrrp_group="balancers")(inv)),
+                                        "variable 'groups.balancers (the VRRP peers)' is ['lb1']; expected at least "
+                                        "two hosts"),
+    "vip-differs-between-peers": (lambda inv: (add_host(["edge"], "edge2", webfarm_address="10.0.0.4",
+                                                        webfarm_vip="10.0.0.101/24")(inv),
+                                               set_host("edge1", webfarm_vip="10.0.0.100/24")(inv)),
+                                  "farm setting 'webfarm_vip' is '10.0.0.100/24' on host 'edge1' but '10.0.0.101/24' "
+                                  "on host 'edge2'"),
+    "replaced-keepalived-variable": (set_host("edge1", keepalived_router_id_base=60),
+                                     "host 'edge1': variable 'keepalived_router_id_base' is 60; expected nothing: it is "
+                                     "replaced by the farm setting 'webfarm_vrrp_router_id_base'"),
     # monitoring (Prometheus + Alertmanager on one host)
     "two-monitoring-hosts": (monitoring("mon1", "mon2"),
                              "variable 'groups.monitoring' is ['mon1', 'mon2']; expected at most one monitoring host"),

@@ -351,10 +351,10 @@ def playbook(name, *extra_inventories, **extra):
 
 
 @pytest.mark.parametrize("case,extra,inventories,expect", [
-    ("address outside the peers' subnet", {"bad_vip": "10.99.0.100/24"}, [],
+    ("address outside the peers' subnet", {"webfarm_vip": "10.99.0.100/24"}, [],
      ["webfarm_vip[0].address", "10.99.0.100/24", "subnet"]),
     ("two VRRP groups with the same router id",
-     {"bad_vip": [{"address": "172.29.21.100/24", "virtual_router_id": 7},
+     {"webfarm_vip": [{"address": "172.29.21.100/24", "virtual_router_id": 7},
                   {"address": "172.29.21.101/24", "virtual_router_id": 7}]}, [],
      ["webfarm_vip[1].virtual_router_id", "7", "no other VRRP group"]),
     ("a peer list with one node", {}, ["one_edge_peer.ini"],

@@ -416,9 +416,13 @@ def test_farm_settings_defaults_and_overrides():
                  "nfs_v3_ports": {"mountd": 20048, "statd": 32765, "lockd": 32768},
                  "http_port": 80, "https_port": 443, "db_port": 3306, "redis_port": 6379,
                  "balancer_admin_port": 8404, "haproxy_peers_port": 10000, "db_primary": None,
-                 "db_use_replicas": True, "db_timeout": 3}
+                 "db_use_replicas": True, "db_timeout": 3,
+                 "session_name": "PHPSESSID", "session_lifetime": 1440,
+                 "vip": "", "vrrp_group": "", "vrrp_router_id_base": 51}
     s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
     assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
+    s = _settings(webfarm_session_name="SHOPSESS2", webfarm_session_lifetime="7200")
+    assert (s["session_name"], s["session_lifetime"]) == ("SHOPSESS2", 7200)
 
 
 @pytest.mark.parametrize("var,value,expected", [
@@ -436,6 +440,14 @@ def test_farm_settings_defaults_and_overrides():
     ("webfarm_balancer_admin_port", 70000, "a whole number from 1 to 65535"),
     ("webfarm_https_port", True, "a whole number from 1 to 65535"),
     ("webfarm_nfs_v3_ports", {"mountd": 1}, "a mapping with pinned ports for lockd, mountd, statd"),
+    ("webfarm_session_name", "12345", "a cookie name of 1 to 64 letters and digits with at least one letter"),
+    ("webfarm_session_name", "PHP-SESS", "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_name", "", "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_name", "S" * 65, "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_name", 42, "a cookie name of 1 to 64 letters and digits"),
+    ("webfarm_session_lifetime", 59, "a whole number from 60 to 2592000"),
+    ("webfarm_session_lifetime", 2592001, "a whole number from 60 to 2592000"),
+    ("webfarm_session_lifetime", "1h", "a whole number from 60 to 2592000"),
 ])
 def test_bad_farm_setting_names_host_variable_value_and_rule(var, value, expected):
     with pytest.raises(AnsibleFilterError) as err:
@@ -451,6 +463,22 @@ def test_farm_setting_that_differs_between_hosts_is_an_error_not_first_host_wins
     with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_session_store' is 'files' on host 'lb1' "
                                                  "but 'database' on host 'web2'"):
         T.farm_settings(T.topology(groups, hv), hv)
+
+
+def test_session_cookie_that_differs_between_web_nodes_is_an_error():
+    # Linux and Windows nodes share sessions only under one cookie name
+    groups, hv = lab()
+    hv["web1"]["webfarm_session_name"] = "SHOPSESS"
+    hv["web3"]["webfarm_session_name"] = "PHPSESSID"
+    with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_session_name' is 'SHOPSESS' on host 'web1' "
+                                                 "but 'PHPSESSID' on host 'web3'"):
+        T.topology(groups, hv)
+    groups, hv = lab()
+    hv["web1"]["webfarm_session_lifetime"] = 600
+    hv["web2"]["webfarm_session_lifetime"] = 900
+    with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_session_lifetime' is 600 on host 'web1' "
+                                                 "but 900 on host 'web2'"):
+        T.topology(groups, hv)
 
 
 def test_farm_cross_checks_redis_without_cache_and_only_backup_nodes():
@@ -560,19 +588,99 @@ def test_model_without_a_stored_model_computes_it():
     assert T.model(groups, hv) == T.topology(groups, hv)
 
 
+class _LazyGroups(dict):
+    """Ansible's lazy ``groups`` stand-in: not a plain dict, and reading it is counted."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.reads = 0
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
+
+
+class _RawHostVars(_HostVars):
+    """hostvars with raw_get, as Ansible's HostVars: the controller's raw variables."""
+
+    def raw_get(self, key):
+        return self[key]
+
+
+def test_model_reads_group_sizes_from_the_controllers_raw_groups():
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    lazy = _LazyGroups(groups)
+    counting = _RawHostVars(hv, localhost={"webfarm_model": stored, "groups": dict(groups)})
+    assert T.model(lazy, counting) is stored
+    assert lazy.reads == 0 and counting.reads == 1
+    # the raw groups are what the currency check compares: a host added there
+    # (add_host during the run) makes the stored model out of date
+    grown = {k: list(v) for k, v in groups.items()}
+    grown["web"] = grown["web"] + ["web9"]
+    grown["web_linux"] = grown["web_linux"] + ["web9"]
+    hv2 = _RawHostVars(hv, web9={"ansible_host": "10.0.0.99"},
+                       localhost={"webfarm_model": stored, "groups": grown})
+    fresh = T.model(_LazyGroups(grown), hv2)
+    assert fresh is not stored and "web9" in fresh["hosts"]
+
+
+def test_model_checks_plain_dict_groups_it_is_given():
+    # a plain dict is read as given, not replaced by the controller's groups
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    grown = {k: list(v) for k, v in groups.items()}
+    grown["web"] = grown["web"] + ["web9"]
+    grown["web_linux"] = grown["web_linux"] + ["web9"]
+    hv2 = dict(hv, web9={"ansible_host": "10.0.0.99"}, localhost={"webfarm_model": stored, "groups": groups})
+    assert "web9" in T.model(grown, hv2)["hosts"]
+
+
+def test_model_is_kept_for_the_rest_of_a_worker_process(monkeypatch):
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    counting = _RawHostVars(hv, localhost={"webfarm_model": stored})
+    monkeypatch.setattr(T, "_WORKER_MODELS", {})
+    monkeypatch.setattr(T, "_in_worker", lambda: True)
+    assert T.model(groups, counting) is stored
+    assert T.model(groups, counting) is stored
+    assert counting.reads == 1  # the second call read nothing
+    # another process (a new worker forked for the next task) reads again
+    monkeypatch.setattr(T.os, "getpid", lambda: -1)
+    assert T.model(groups, counting) is stored and counting.reads == 2
+
+
+def test_model_outside_a_worker_reads_on_every_call(monkeypatch):
+    # ansible-playbook's main process lives across tasks: nothing is kept there
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    counting = _RawHostVars(hv, localhost={"webfarm_model": stored})
+    monkeypatch.setattr(T, "_WORKER_MODELS", {})
+    monkeypatch.setattr(T, "_in_worker", lambda: False)
+    T.model(groups, counting)
+    T.model(groups, counting)
+    assert counting.reads == 2 and T._WORKER_MODELS == {}
+
+
+def test_in_worker_is_false_in_the_test_process():
+    assert T._in_worker() is False
+
+
 # ------------------------------------------------ one app configuration --
 
 def test_app_settings_is_the_farm_seen_by_one_web_node():
     groups, hv = lab()
     groups["cache"] = ["db2"]
     for h in hv:
-        hv[h].update(webfarm_db_port=3307, webfarm_redis_port=6380, webfarm_db_name="shop", webfarm_db_timeout=5)
+        hv[h].update(webfarm_db_port=3307, webfarm_redis_port=6380, webfarm_db_name="shop", webfarm_db_timeout=5,
+                     webfarm_session_name="SHOPSESS", webfarm_session_lifetime=3600)
     app = T.app_settings(T.topology(groups, hv), "web2")
     assert app == {
         "node": "web2", "route": "web2", "health_path": "/health",
         "db": {"host": "10.0.0.21", "port": 3307, "name": "shop", "user": "webfarm", "timeout": 5,
                "replicas": [{"host": "10.0.0.22", "port": 3307}]},
-        "session": {"store": "database", "redis_host": "10.0.0.22", "redis_port": 6380},
+        "session": {"store": "database", "name": "SHOPSESS", "lifetime": 3600,
+                    "redis_host": "10.0.0.22", "redis_port": 6380},
         "proxies": {"balancers": ["10.0.0.3"], "edge": ["10.0.0.2"]},
     }
 
@@ -597,3 +705,62 @@ def test_app_settings_follows_the_promoted_primary():
 def test_app_settings_for_a_host_outside_the_farm_names_it():
     with pytest.raises(AnsibleFilterError, match="host 'nope'"):
         T.app_settings(topo(), "nope")
+
+
+# ------------------------------- the controller's variables, from the caches --
+
+def _ansible_run_state(tmp_path, groups, hv):
+    """Ansible's own inventory, variable manager and hostvars for a farm (the
+    objects a task's ``hostvars`` is made of), with localhost in it."""
+    import json
+
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.hostvars import HostVars
+    from ansible.vars.manager import VariableManager
+
+    children = {g: {"hosts": {h: hv.get(h, {}) for h in hosts}} for g, hosts in groups.items() if hosts}
+    inv = tmp_path / "hosts.json"
+    inv.write_text(json.dumps({"all": {"hosts": {"localhost": {"ansible_connection": "local"}},
+                                       "children": children}}))
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(inv)])
+    manager = VariableManager(loader=loader, inventory=inventory)
+    return inventory, manager, HostVars(inventory=inventory, variable_manager=manager, loader=loader)
+
+
+def test_the_controllers_run_time_variables_match_ansibles_own(tmp_path):
+    """The fast path reads ansible-core's caches; with the pinned ansible-core
+    it must see what raw_get('localhost') sees, or this fails (and the model
+    would silently fall back to raw_get)."""
+    groups, hv = lab()
+    inventory, manager, hostvars = _ansible_run_state(tmp_path, groups, hv)
+    assert T._controller_runtime_vars(hostvars) is None  # no stored model yet: the caller reads raw_get
+    stored = T.topology(inventory.get_groups_dict(), hostvars)
+    manager.set_nonpersistent_facts("localhost", {"webfarm_model": stored})
+    fast = T._controller_runtime_vars(hostvars)
+    slow = hostvars.raw_get("localhost")
+    assert fast["webfarm_model"] == slow["webfarm_model"]
+    assert fast["groups"] == slow["groups"]
+    assert "webfarm_db_primary" not in fast and "webfarm_db_primary" not in slow
+    assert T.model(inventory.get_groups_dict(), hostvars) is fast["webfarm_model"]
+    # a promotion during the run: set_fact on the controller, then an extra var over it
+    manager.set_host_variable("localhost", "webfarm_db_primary", "db3")  # include_vars
+    assert T._controller_runtime_vars(hostvars)["webfarm_db_primary"] == hostvars.raw_get("localhost")["webfarm_db_primary"] == "db3"
+    # as the mysql role does: on every host and the controller
+    for host in list(inventory.hosts):
+        manager.set_nonpersistent_facts(host, {"webfarm_db_primary": "db2"})
+    assert T._controller_runtime_vars(hostvars)["webfarm_db_primary"] == hostvars.raw_get("localhost")["webfarm_db_primary"] == "db2"
+    fresh = T.model(inventory.get_groups_dict(), hostvars)
+    assert fresh is not stored and fresh["groups"]["db_primary"] == ["db2"]
+    manager._extra_vars = {"webfarm_db_primary": "db1"}  # what -e sets
+    assert T._controller_runtime_vars(hostvars)["webfarm_db_primary"] == hostvars.raw_get("localhost")["webfarm_db_primary"] == "db1"
+
+
+def test_without_ansibles_caches_the_model_reads_the_controllers_variables():
+    groups, hv = lab()
+    stored = T.topology(groups, hv)
+    counting = _HostVars(hv)
+    counting["localhost"] = {"webfarm_model": stored}
+    assert T._controller_runtime_vars(counting) is None  # a plain mapping has no variable manager
+    assert T.model(groups, counting) is stored

@@ -12,11 +12,11 @@ from ansible_collections.colo.webfarm.plugins.filter import vrrp as V
 from ansible_collections.colo.webfarm.plugins.module_utils import topology as core
 
 
-def farm(edge=("edge2", "edge1"), balancers=("lb1", "lb2"), terminator="stunnel"):
+def farm(edge=("edge2", "edge1"), balancers=("lb1", "lb2"), terminator="stunnel", **settings):
     groups = {"edge": list(edge), "balancers": list(balancers), "web": ["web1", "web2"]}
     addresses = {"edge1": "10.0.0.2", "edge2": "10.0.0.4", "edge10": "10.0.0.5", "lb1": "10.0.0.3",
                  "lb2": "10.0.0.6", "lb3": "10.0.1.7", "web1": "10.0.0.11", "web2": "10.0.0.12"}
-    hostvars = {h: {"webfarm_address": a, "webfarm_tls_terminator": terminator} for h, a in addresses.items()}
+    hostvars = {h: dict(settings, webfarm_address=a, webfarm_tls_terminator=terminator) for h, a in addresses.items()}
     return T.topology(groups, hostvars)
 
 
@@ -101,12 +101,68 @@ def test_plan_one_peer_fails():
 
 
 def test_plan_bad_group_and_base():
-    with pytest.raises(AnsibleFilterError, match="keepalived_group"):
+    with pytest.raises(AnsibleFilterError, match="webfarm_vrrp_group"):
         V.vrrp_plan(farm(), "10.0.0.100/24", "web")
-    with pytest.raises(AnsibleFilterError, match="keepalived_router_id_base"):
+    with pytest.raises(AnsibleFilterError, match="webfarm_vrrp_router_id_base"):
         V.vrrp_plan(farm(), "10.0.0.100/24", "", 0)
     with pytest.raises(AnsibleFilterError, match="topology"):
         V.vrrp_plan({}, "10.0.0.100/24")
+
+
+# ------------------------------------------------ the VRRP farm settings --
+
+def test_vrrp_settings_default_to_no_address_automatic_group_and_51():
+    settings = farm()["settings"]
+    assert (settings["vip"], settings["vrrp_group"], settings["vrrp_router_id_base"]) == ("", "", 51)
+
+
+def test_plan_reads_the_farm_settings_when_called_without_arguments():
+    t = farm(webfarm_vip=["10.0.0.100/24", {"name": "api", "address": "10.0.0.101/24"}],
+             webfarm_vrrp_group="balancers", webfarm_vrrp_router_id_base=70)
+    plan = V.vrrp_plan(t)
+    assert plan["group"] == "balancers"
+    assert [(i["name"], i["virtual_router_id"]) for i in plan["instances"]] == [("web", 70), ("api", 71)]
+    # an explicit argument still wins (the filter's documented options)
+    assert V.vrrp_plan(t, "10.0.0.100/24", "edge", 51)["group"] == "edge"
+    assert V.vrrp_plan(t) == V.vrrp_plan(t, t["settings"]["vip"], "balancers", 70)
+
+
+@pytest.mark.parametrize("var,value,expect", [
+    ("webfarm_vrrp_group", "web", "one of edge, balancers, or empty"),
+    ("webfarm_vrrp_router_id_base", 0, "a whole number from 1 to 255"),
+    ("webfarm_vrrp_router_id_base", "x", "a whole number from 1 to 255"),
+    ("webfarm_vip", 10, "an address with its prefix"),
+    ("webfarm_vip", [], "an address with its prefix"),
+])
+def test_bad_vrrp_settings_name_host_variable_and_value(var, value, expect):
+    with pytest.raises(AnsibleFilterError) as e:
+        farm(**{var: value})
+    assert "variable '%s' is %r" % (var, value) in str(e.value) and expect in str(e.value), str(e.value)
+    assert "host '" in str(e.value)
+
+
+def test_a_vrrp_setting_differing_between_hosts_is_refused():
+    groups = {"edge": ["edge1", "edge2"], "balancers": ["lb1"], "web": ["web1"]}
+    hostvars = {"edge1": {"webfarm_address": "10.0.0.2", "webfarm_vip": "10.0.0.100/24"},
+                "edge2": {"webfarm_address": "10.0.0.4", "webfarm_vip": "10.0.0.101/24"},
+                "lb1": {"webfarm_address": "10.0.0.3"}, "web1": {"webfarm_address": "10.0.0.11"}}
+    with pytest.raises(AnsibleFilterError, match="farm setting 'webfarm_vip' is '10.0.0.100/24' on host 'edge1' "
+                                                 "but '10.0.0.101/24' on host 'edge2'"):
+        T.topology(groups, hostvars)
+
+
+@pytest.mark.parametrize("old,new", [
+    ("keepalived_vip", "webfarm_vip"), ("firewall_vrrp_vip", "webfarm_vip"),
+    ("keepalived_group", "webfarm_vrrp_group"), ("firewall_vrrp_group", "webfarm_vrrp_group"),
+    ("keepalived_router_id_base", "webfarm_vrrp_router_id_base"),
+])
+def test_the_old_role_variables_are_refused_naming_the_farm_setting(old, new):
+    groups = {"edge": ["edge1", "edge2"], "web": ["web1"]}
+    hostvars = {"edge1": {"webfarm_address": "10.0.0.2", old: "x"}, "edge2": {"webfarm_address": "10.0.0.4"},
+                "web1": {"webfarm_address": "10.0.0.11"}}
+    with pytest.raises(AnsibleFilterError, match="host 'edge1': variable '%s'.*replaced by the farm setting '%s'"
+                       % (old, new)):
+        T.topology(groups, hostvars)
 
 
 def test_plan_does_not_mutate_inputs():
