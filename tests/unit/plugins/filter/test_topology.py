@@ -416,7 +416,8 @@ def test_farm_settings_defaults_and_overrides():
                  "nfs_v3_ports": {"mountd": 20048, "statd": 32765, "lockd": 32768},
                  "http_port": 80, "https_port": 443, "db_port": 3306, "redis_port": 6379,
                  "balancer_admin_port": 8404, "haproxy_peers_port": 10000, "db_primary": None,
-                 "db_use_replicas": True, "db_timeout": 3}
+                 "db_use_replicas": True, "db_timeout": 3,
+                 "metrics_textfile_dir": "/var/lib/prometheus/node-exporter"}
     s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
     assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
 
