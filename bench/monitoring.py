@@ -28,6 +28,8 @@ import platform
 import statistics
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 URL = "https://172.29.26.20/health"
@@ -70,11 +72,10 @@ def load(requests, concurrency, seconds):
 
 
 def prom_query(expr):
-    res = docker("exec", MON, "curl", "-fsS", "--max-time", "5", "--get", "--data-urlencode", "query=" + expr,
-                 "http://127.0.0.1:9090/api/v1/query", check=False)
-    if res.returncode != 0:
-        return None
-    out = json.loads(res.stdout)["data"]["result"]
+    """One value from Prometheus' API (this host is the scenario's admin network)."""
+    url = PROM + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        out = json.loads(r.read().decode())["data"]["result"]
     return float(out[0]["value"][1]) if out else None
 
 
@@ -90,6 +91,7 @@ def prometheus_memory():
         "process_resident_memory_mib": round((prom_query('process_resident_memory_bytes{job="prometheus"}') or 0)
                                              / 2 ** 20, 1),
         "go_heap_inuse_mib": round((prom_query('go_memstats_heap_inuse_bytes{job="prometheus"}') or 0) / 2 ** 20, 1),
+        "prometheus_up_s": round(prom_query('time() - process_start_time_seconds{job="prometheus"}') or 0),
         "targets": prom_query("count(up)"),
         "head_series": prom_query("prometheus_tsdb_head_series"),
         "samples_per_second": prom_query("rate(prometheus_tsdb_head_samples_appended_total[1m])"),
@@ -102,6 +104,7 @@ def main():
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--settle", type=float, default=20, help="seconds after starting or stopping, before the load")
     args = ap.parse_args()
 
     # Prometheus' memory after it has run with every target for a while
@@ -112,7 +115,8 @@ def main():
             order = ["on", "off"] if i % 2 == 0 else ["off", "on"]
             for state in order:
                 systemctl("start" if state == "on" else "stop")
-                time.sleep(5)  # let the scrapes (or their absence) settle
+                # let Prometheus' start (WAL replay) and the first scrapes pass
+                time.sleep(args.settle)
                 r = load(args.requests, args.concurrency, args.seconds)
                 r["round"] = i
                 runs[state].append(r)
@@ -130,7 +134,7 @@ def main():
                     "other_containers": len(docker("ps", "-q").stdout.split()) - 7},
         "scenario": "monitoring (6 farm hosts + outsider), scrape and evaluation every 2 s",
         "load": {"url": URL, "from": CLIENT, "requests": args.requests, "concurrency": args.concurrency,
-                 "seconds_limit": args.seconds, "rounds": args.rounds},
+                 "seconds_limit": args.seconds, "rounds": args.rounds, "settle_s": args.settle},
         "runs": runs,
         "median_rps": med,
         "median_p50_ms": p50,
