@@ -351,6 +351,10 @@ FARM_SETTINGS = {
     # Names the database primary instead of the groups (db_promote.yml and the
     # mysql role's live state set it for the rest of a run).
     "webfarm_db_primary": (None, _db_primary),
+    # The node exporter's textfile collector: every role that publishes a
+    # metric of its own (virtual address state, backup age, NFS probe,
+    # PHP-FPM status) writes a .prom file there.
+    "webfarm_metrics_textfile_dir": ("/var/lib/prometheus/node-exporter", _abs_path),
 }
 
 # Role variables that used to copy a farm value. Setting one would move a
@@ -402,6 +406,7 @@ REPLACED_VARIABLES = {
     "keepalived_group": "webfarm_vrrp_group",
     "firewall_vrrp_group": "webfarm_vrrp_group",
     "keepalived_router_id_base": "webfarm_vrrp_router_id_base",
+    "exporters_textfile_dir": "webfarm_metrics_textfile_dir",
 }
 
 
@@ -1064,6 +1069,9 @@ MONITORING_PORTS = {
     "mysqld": 9104,
     "redis": 9121,
     "windows": 9182,
+    # PHP-FPM's status listener on the web nodes (loopback only: the apache
+    # exporter's status virtual host proxies to it; no flow)
+    "fpm_status": 9181,
 }
 # Exporters and whether each is on by default when the farm has a monitoring
 # host (farm variable webfarm_monitoring_exporters overrides any of them).
@@ -1074,6 +1082,10 @@ MONITORING_EXPORTERS = {
     "mysqld": True,
     "redis": True,
     "keepalived": True,
+    # textfile metrics of the Linux web nodes (node exporter): PHP-FPM's
+    # status, and whether the NFS server answers from each web node
+    "phpfpm": True,
+    "nfs": True,
     "windows": False,
 }
 MONITORING_RECEIVERS = ("webhook", "email", "none")
@@ -1179,14 +1191,16 @@ def monitoring_targets(topology):
     ``tls_endpoints`` the ``ADDRESS:443`` of the public TLS endpoints (the edge
     with stunnel, the balancers when HAProxy terminates TLS or there is no
     edge) for the blackbox exporter; ``hosts`` maps each scraped host to
-    its job names (what the exporters role installs there). Without a monitoring host: enabled false
+    its job names (what the exporters role installs there); ``web_state`` maps
+    each Linux web node that publishes textfile metrics to ``{phpfpm,
+    nfs_servers: [{name, address, port}]}``. Without a monitoring host: enabled false
     and no jobs.
     """
     mon = _monitoring(topology)
     if mon is None:
         return {"enabled": False, "host": None, "address": None, "ports": dict(MONITORING_PORTS),
                 "exporters": {k: False for k in MONITORING_EXPORTERS}, "jobs": [], "tls_endpoints": [],
-                "hosts": {}}
+                "hosts": {}, "web_state": {}}
     hosts = topology["hosts"]
     g = topology["groups"]
     on = mon["exporters"]
@@ -1226,9 +1240,20 @@ def monitoring_targets(topology):
     for j in jobs:
         for x in j["targets"]:
             by_host.setdefault(x["host"], []).append(j["name"])
+    # what the Linux web nodes publish through the node exporter's textfile
+    # collector: PHP-FPM's status, and whether each NFS server answers
+    nfs_port = DEFAULT_PORTS["nfs"]
+    nfs = [{"name": n, "address": hosts[n]["address"], "port": nfs_port} for n in g["nfs"]]
+    web_state = {}
+    if on["node"]:
+        for n in g["web_linux"]:
+            # the apache exporter's status virtual host proxies to FPM's status
+            state = {"phpfpm": bool(on["phpfpm"] and on["apache"]), "nfs_servers": list(nfs) if on["nfs"] else []}
+            if state["phpfpm"] or state["nfs_servers"]:
+                web_state[n] = state
     return {"enabled": True, "host": mon["host"], "address": hosts[mon["host"]]["address"],
             "ports": dict(port), "exporters": dict(on), "jobs": jobs, "tls_endpoints": tls,
-            "hosts": by_host}
+            "hosts": by_host, "web_state": web_state}
 
 
 def _number(var, value):

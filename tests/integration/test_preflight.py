@@ -221,6 +221,18 @@ CASES = {
     "monitoring-threshold-not-number": (monitoring("mon1", monitoring_threshold_replica_lag_seconds="thirty"),
                                         "variable 'monitoring_threshold_replica_lag_seconds' is 'thirty'; "
                                         "expected a number"),
+    "monitoring-backup-late-not-number": (monitoring("mon1", monitoring_threshold_backup_late_minutes="an hour"),
+                                          "variable 'monitoring_threshold_backup_late_minutes' is 'an hour'; "
+                                          "expected a number"),
+    "exporters-web-state-interval-not-number": (lambda inv: (monitoring("mon1")(inv),
+                                                             set_host("web1", exporters_web_state_interval="2s")(inv)),
+                                                "host 'web1': variable 'exporters_web_state_interval' is '2s'; "
+                                                "expected a whole number of seconds"),
+    "textfile-dir-not-absolute": (set_farm(webfarm_metrics_textfile_dir="prometheus/textfile"),
+                                  "variable 'webfarm_metrics_textfile_dir' is 'prometheus/textfile'; "
+                                  "expected an absolute path"),
+    "exporters-textfile-dir-replaced": (set_farm(exporters_textfile_dir="/srv/prom"),
+                                        "webfarm_metrics_textfile_dir"),
     "monitoring-retention-not-duration": (monitoring("mon1", monitoring_retention="two weeks"),
                                           "variable 'monitoring_retention' is 'two weeks'; expected a Prometheus duration"),
     "monitoring-unknown-exporter": (lambda inv: (monitoring("mon1")(inv),

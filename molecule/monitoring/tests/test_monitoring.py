@@ -6,6 +6,7 @@ caused in containers with docker exec and undone at the end of each test.
 Every wait is bounded.
 """
 
+import calendar
 import json
 import os
 import subprocess
@@ -44,6 +45,8 @@ EXPORTER_PORTS = (
     + [("172.29.26.20", 8404), ("172.29.26.31", 9117), ("172.29.26.32", 9117),
        ("172.29.26.41", 9104), ("172.29.26.42", 9104), ("172.29.26.42", 9121),
        (MON, 9090), (MON, 9093), (MON, 9115), (MON, 9094)]
+    # the loopback status virtual host and PHP-FPM's status listener of the web nodes
+    + [(a, p) for a in ("172.29.26.31", "172.29.26.32") for p in (9180, 9181)]
 )
 
 testinfra_hosts = ["ansible://monitoring-outsider"]
@@ -174,13 +177,36 @@ def test_outsider_reaches_no_exporter_port(host):
     assert host.run("timeout 3 bash -c 'exec 3<>/dev/tcp/%s/443'" % LB).rc == 0
 
 
-def test_stopped_web_node_raises_backend_down():
+def test_php_fpm_status_is_published_for_every_web_node():
+    """PHP-FPM's pool status (node exporter textfile, every 2 s here) for both
+    web nodes; HAProxy's health checks run PHP, so the accepted connections grow."""
+    def counts():
+        got = {r["metric"]["host"]: float(r["value"][1]) for r in query("webfarm_phpfpm_accepted_conn")}
+        up = {r["metric"]["host"]: r["value"][1] for r in query("webfarm_phpfpm_up")}
+        return set(got) == set(EXPECTED["apache"]) and set(up.values()) == {"1"}, (got, up)
+    wait_until(counts, 30, "PHP-FPM status of both web nodes")
+    first = counts()[1][0]
+    for h in EXPECTED["apache"]:
+        (procs,) = query('webfarm_phpfpm_total_processes{host="%s"}' % h)
+        assert float(procs["value"][1]) >= 1, procs
+    wait_until(lambda: (all(counts()[1][0].get(h, 0) > first[h] for h in first), counts()[1][0]), 30,
+               "accepted connections growing on both pools")
+
+
+def test_stopped_web_node_and_php_fpm_raise_their_alerts():
+    """Apache stopped on web1 (backend down) while PHP-FPM is stopped on web2
+    (pool down): both alerts, waited for together."""
     docker("exec", "monitoring-web1", "systemctl", "stop", "apache2", check=True)
+    docker("exec", "monitoring-web2", "sh", "-c", "systemctl stop 'php*-fpm.service'", check=True)
     try:
         took = wait_alert({"alertname": "WebfarmBackendDown", "server": "monitoring-web1"})
         print("backend-down alert reached Alertmanager and the webhook in %.1f s" % took)
+        took = wait_alert({"alertname": "WebfarmPhpFpmDown", "host": "monitoring-web2"})
+        print("PHP-FPM-down alert reached Alertmanager and the webhook %.1f s later" % took)
     finally:
         docker("exec", "monitoring-web1", "systemctl", "start", "apache2", check=True)
+        docker("exec", "monitoring-web2", "sh", "-c", "systemctl start $(systemctl list-unit-files --plain --no-legend "
+               "'php*-fpm.service' | cut -d' ' -f1)", check=True)
 
 
 def test_stopped_replication_raises_replication_alert():
@@ -217,3 +243,104 @@ def test_certificate_expiring_in_two_days_raises_expiry_alert():
     finally:
         docker("exec", "monitoring-lb1", "sh", "-c",
                "cp -p /tmp/webfarm.pem.orig %s && systemctl reload haproxy" % pem, check=True)
+
+
+BACKUP_HOST = "monitoring-db2"  # the first replica takes the backups (mysql_backup_host empty)
+BACKUP_DIR = "/var/backups/webfarm-db"
+
+
+def backups():
+    out = docker("exec", BACKUP_HOST, "find", BACKUP_DIR, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                 "-name", "2*Z", "-printf", "%f\\n", check=True).stdout
+    return sorted(out.split())
+
+
+def test_stale_backup_raises_backup_age_alert():
+    """A real backup on the backup host publishes its age (node exporter
+    textfile): fresh, no alert, and the allowed age follows the schedule (daily
+    at 02:30 plus 15 min of randomized delay). The newest backup then made three
+    days old (its directory renamed) and the metrics re-published by the binary
+    log copy, as its timer does every 15 minutes: WebfarmDbBackupTooOld."""
+    docker("exec", BACKUP_HOST, "timeout", "240", "systemctl", "start", "webfarm-db-backup.service",
+           check=True, timeout=250)
+    newest = backups()[-1]
+    taken = calendar.timegm(time.strptime(newest, "%Y%m%dT%H%M%SZ"))
+
+    def fresh():
+        got = {r["metric"]["__name__"]: float(r["value"][1])
+               for r in query('{__name__=~"webfarm_db_backup_.*",host="%s"}' % BACKUP_HOST)}
+        return got.get("webfarm_db_backup_newest_timestamp_seconds") == taken, got
+    wait_until(fresh, 30, "the new backup's time in Prometheus")
+    (allowed,) = query('webfarm_db_backup_allowed_age_seconds{host="%s"}' % BACKUP_HOST)
+    assert float(allowed["value"][1]) == 86400 + 900
+    assert not any(a["labels"]["alertname"] == "WebfarmDbBackupTooOld" for a in am_alerts())
+    old = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(taken - 3 * 86400))
+    docker("exec", BACKUP_HOST, "mv", "%s/%s" % (BACKUP_DIR, newest), "%s/%s" % (BACKUP_DIR, old), check=True)
+    try:
+        docker("exec", BACKUP_HOST, "/usr/local/sbin/webfarm-db-backup", "--binlogs-only", check=True)
+        took = wait_alert({"alertname": "WebfarmDbBackupTooOld", "host": BACKUP_HOST})
+        print("backup-age alert reached Alertmanager and the webhook in %.1f s" % took)
+    finally:
+        docker("exec", BACKUP_HOST, "mv", "%s/%s" % (BACKUP_DIR, old), "%s/%s" % (BACKUP_DIR, newest), check=True)
+        docker("exec", BACKUP_HOST, "/usr/local/sbin/webfarm-db-backup", "--metrics-only", check=True)
+
+
+PROMTOOL_RULE_TESTS = """
+rule_files: [/etc/prometheus/rules/webfarm.rules.yml]
+evaluation_interval: 1s
+tests:
+  - interval: 1s
+    input_series:
+      - series: 'webfarm_nfs_server_up{job="node",instance="10.9.0.11:9100",host="web1",tier="web",server="nfs1",address="10.9.0.20:2049"}'
+        values: '1x4 0x30'
+      - series: 'webfarm_nfs_server_up{job="node",instance="10.9.0.12:9100",host="web2",tier="web",server="nfs1",address="10.9.0.20:2049"}'
+        values: '1x34'
+      - series: 'webfarm_vip_held{job="node",instance="10.9.0.3:9100",host="lb1",tier="balancers",vip="front",address="10.9.0.100"}'
+        values: '1x4 0x30'
+      - series: 'webfarm_vip_held{job="node",instance="10.9.0.4:9100",host="lb2",tier="balancers",vip="front",address="10.9.0.100"}'
+        values: '0x34'
+      - series: 'webfarm_vip_held{job="node",instance="10.9.0.3:9100",host="lb1",tier="balancers",vip="back",address="10.9.0.101"}'
+        values: '1x34'
+      - series: 'webfarm_vip_held{job="node",instance="10.9.0.4:9100",host="lb2",tier="balancers",vip="back",address="10.9.0.101"}'
+        values: '0x4 1x30'
+    alert_rule_test:
+      - eval_time: 3s
+        alertname: WebfarmNfsUnreachable
+        exp_alerts: []
+      - eval_time: 20s
+        alertname: WebfarmNfsUnreachable
+        exp_alerts:
+          - exp_labels: {severity: critical, job: node, instance: "10.9.0.11:9100", host: web1, tier: web,
+                         server: nfs1, address: "10.9.0.20:2049"}
+            exp_annotations:
+              summary: "web node web1 cannot reach the NFS server nfs1 (10.9.0.20:2049)"
+      - eval_time: 3s
+        alertname: WebfarmVipNoHolder
+        exp_alerts: []
+      - eval_time: 20s
+        alertname: WebfarmVipNoHolder
+        exp_alerts:
+          - exp_labels: {severity: critical, vip: front, address: "10.9.0.100"}
+            exp_annotations:
+              summary: "virtual address front (10.9.0.100) is held by no peer"
+      - eval_time: 20s
+        alertname: WebfarmVipSplitBrain
+        exp_alerts:
+          - exp_labels: {severity: critical, vip: back, address: "10.9.0.101"}
+            exp_annotations:
+              summary: "virtual address back (10.9.0.101) is held by 2 peers"
+"""
+
+
+def test_deployed_nfs_and_vip_rules_fire_on_their_series():
+    """The scenario has no NFS server and no VRRP pair, so the deployed rules of
+    WebfarmNfsUnreachable, WebfarmVipNoHolder and WebfarmVipSplitBrain are
+    checked with promtool on series shaped like the textfile metrics (a web
+    node losing its NFS server, a VIP left by its holder, a VIP taken by both
+    peers); quiet before the condition has held for monitoring_alert_for."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        f.write(PROMTOOL_RULE_TESTS)
+        f.flush()
+        docker("cp", f.name, "monitoring-mon1:/tmp/webfarm-rule-tests.yml", check=True)
+    res = docker("exec", "monitoring-mon1", "promtool", "test", "rules", "/tmp/webfarm-rule-tests.yml", timeout=60)
+    assert res.returncode == 0 and "SUCCESS" in res.stdout, res.stdout + res.stderr

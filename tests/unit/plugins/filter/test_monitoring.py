@@ -167,3 +167,28 @@ def test_settings_accept_good_values():
 def test_settings_refuse_bad_values(values, needle):
     with pytest.raises(AnsibleFilterError, match=needle):
         M.monitoring_settings(values)
+
+
+def test_web_state_of_the_linux_web_nodes():
+    t = M.monitoring_targets(farm(windows=["win1"]))
+    nfs = [{"name": "nfs1", "address": "10.0.0.31", "port": 2049}]
+    assert t["web_state"] == {"web1": {"phpfpm": True, "nfs_servers": nfs},
+                              "web2": {"phpfpm": True, "nfs_servers": nfs}}
+    # the NFS probe off: PHP-FPM only; PHP-FPM needs the apache exporter's status vhost
+    t = M.monitoring_targets(farm(webfarm_monitoring_exporters={"nfs": False}))
+    assert t["web_state"]["web1"] == {"phpfpm": True, "nfs_servers": []}
+    t = M.monitoring_targets(farm(webfarm_monitoring_exporters={"apache": False}))
+    assert t["web_state"]["web1"] == {"phpfpm": False, "nfs_servers": nfs}
+    # both off, or the node exporter off (the textfile collector): nothing
+    assert M.monitoring_targets(farm(webfarm_monitoring_exporters={"phpfpm": False, "nfs": False}))["web_state"] == {}
+    assert M.monitoring_targets(farm(webfarm_monitoring_exporters={"node": False}))["web_state"] == {}
+    assert M.monitoring_targets(farm(monitoring=()))["web_state"] == {}
+
+
+def test_textfile_dir_is_a_farm_setting():
+    assert farm()["settings"]["metrics_textfile_dir"] == "/var/lib/prometheus/node-exporter"
+    assert farm(webfarm_metrics_textfile_dir="/srv/prom")["settings"]["metrics_textfile_dir"] == "/srv/prom"
+    with pytest.raises(AnsibleFilterError, match="webfarm_metrics_textfile_dir"):
+        farm(webfarm_metrics_textfile_dir="relative/dir")
+    with pytest.raises(AnsibleFilterError, match="exporters_textfile_dir.*webfarm_metrics_textfile_dir"):
+        farm(exporters_textfile_dir="/srv/prom")

@@ -418,7 +418,8 @@ def test_farm_settings_defaults_and_overrides():
                  "balancer_admin_port": 8404, "haproxy_peers_port": 10000, "db_primary": None,
                  "db_use_replicas": True, "db_timeout": 3,
                  "session_name": "PHPSESSID", "session_lifetime": 1440,
-                 "vip": "", "vrrp_group": "", "vrrp_router_id_base": 51}
+                 "vip": "", "vrrp_group": "", "vrrp_router_id_base": 51,
+                 "metrics_textfile_dir": "/var/lib/prometheus/node-exporter"}
     s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
     assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
     s = _settings(webfarm_session_name="SHOPSESS2", webfarm_session_lifetime="7200")

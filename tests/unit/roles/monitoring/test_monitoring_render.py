@@ -74,3 +74,14 @@ def test_receivers_render(tmp_path, receiver, key):
                 assert cfg[k] == v
     rules = {r["alert"]: r for g in files["webfarm.rules.yml"]["groups"] for r in g["rules"]}
     assert rules["WebfarmReplicaLag"]["expr"] == "mysql_slave_status_seconds_behind_master > 45"
+
+
+def test_backup_nfs_and_php_fpm_rules_render(tmp_path):
+    files = render(tmp_path, mon_vars={"monitoring_threshold_backup_late_minutes": 90})
+    rules = {r["alert"]: r for g in files["webfarm.rules.yml"]["groups"] for r in g["rules"]}
+    assert rules["WebfarmDbBackupTooOld"]["expr"] == (
+        "time() - webfarm_db_backup_newest_timestamp_seconds > webfarm_db_backup_allowed_age_seconds + 90 * 60")
+    assert "late by over 90 min" in rules["WebfarmDbBackupTooOld"]["annotations"]["summary"]
+    assert rules["WebfarmNfsUnreachable"]["expr"] == "webfarm_nfs_server_up == 0"
+    assert rules["WebfarmPhpFpmDown"]["expr"] == "webfarm_phpfpm_up == 0"
+    assert rules["WebfarmPhpFpmMaxChildren"]["expr"] == "increase(webfarm_phpfpm_max_children_reached[10m]) > 0"
