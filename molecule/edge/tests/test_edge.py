@@ -24,6 +24,7 @@ EDGE = "172.29.27.10"       # stunnel on edge-edge1
 LB = "172.29.27.20"         # HAProxy native TLS on edge-lb1
 ACME = "172.29.27.5"        # pebble
 NAME = "www.edge.test"
+SNI_NAME = "api.edge.test"          # tls_cert_sni, stunnel_sni_names, haproxy_tls_sni_pems
 ENDPOINTS = {"stunnel": EDGE, "haproxy": LB}
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
@@ -47,10 +48,12 @@ def pebble_root():
         return r.read().decode()
 
 
-def request(ip, root, name=NAME):
-    """One HTTPS GET / on a new connection, verified against ``root`` for
-    ``name``; returns (serial, status)."""
+def request(ip, root, name=NAME, check_name=True):
+    """One HTTPS GET / on a new connection with SNI ``name``, verified against
+    ``root`` (and for ``name`` unless check_name is false); returns (serial,
+    status) of the certificate served."""
     ctx = ssl.create_default_context(cadata=root)
+    ctx.check_hostname = check_name
     with socket.create_connection((ip, 443), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname=name) as tls:
             der = tls.getpeercert(binary_form=True)
@@ -63,6 +66,15 @@ def request(ip, root, name=NAME):
                 data += chunk
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
     return x509.load_der_x509_certificate(der).serial_number, status
+
+
+def subject_cn(ip, root, name, check_name=True):
+    ctx = ssl.create_default_context(cadata=root)
+    ctx.check_hostname = check_name
+    with socket.create_connection((ip, 443), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as tls:
+            cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    return cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value, cert.serial_number
 
 
 def serials(root):
@@ -150,9 +162,24 @@ def test_redirector_serves_challenges_and_redirects_the_rest(host):
     assert host.run("ls -A %s" % CHALLENGE_DIR).stdout.strip() == ""
 
 
+def test_each_sni_name_gets_its_own_certificate_and_an_unknown_name_the_default(host):
+    root = pebble_root()
+    got = {}
+    for label, ip in ENDPOINTS.items():
+        www = subject_cn(ip, root, NAME)                          # verified for the name
+        api = subject_cn(ip, root, SNI_NAME)
+        unknown = subject_cn(ip, root, "unknown.edge.test", check_name=False)
+        assert www[0] == NAME and api[0] == SNI_NAME, (label, www, api)
+        assert unknown == www, (label, unknown, www)              # no match: the default certificate
+        assert api[1] != www[1]
+        got[label] = (www, api)
+    assert got["stunnel"] == got["haproxy"], got                  # the same certificates on both
+
+
 def test_forced_renewal_under_load_reaches_every_endpoint_without_a_failed_request(host):
     root = pebble_root()
     before = serials(root)
+    sni_before = subject_cn(EDGE, root, SNI_NAME)
     loads = {label: Load(ip, root) for label, ip in ENDPOINTS.items()}
     for load in loads.values():
         load.start()
@@ -174,6 +201,8 @@ def test_forced_renewal_under_load_reaches_every_endpoint_without_a_failed_reque
         # old serial, then the new one, and nothing else
         assert load.seen == [before[label], after[label]], (label, load.count, load.seen)
         assert load.count >= 10, (label, load.count)
+    # the SNI certificate was renewed too, the same on both endpoints
+    assert subject_cn(EDGE, root, SNI_NAME) == subject_cn(LB, root, SNI_NAME) != sni_before
     # renewed once in the run: the balancer play reused the edge play's
     # certificate (same serial as the controller's copy)
     with open(os.path.join(PKI, "acme.crt"), "rb") as f:
