@@ -34,9 +34,9 @@ CHALLENGE_DIR = "/var/lib/webfarm/acme-challenge"
 
 # the load during the forced renewal: one client per endpoint, a new TLS
 # connection per request, at most LOAD_MAX requests each and LOAD_SECONDS
-LOAD_INTERVAL = 0.5
+LOAD_INTERVAL = 0.75
 LOAD_MAX = 300
-LOAD_SECONDS = 240
+LOAD_SECONDS = 300
 
 testinfra_hosts = ["ansible://edge-edge1"]
 
