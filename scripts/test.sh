@@ -118,7 +118,13 @@ run_scenario() { # in a subshell: exit code 0 pass, 1 fail, 3 skipped
     return 3
   fi
   local rc=0
-  molecule test -s "$s" >>"$log" 2>&1 || rc=$?
+  # the shared test_sequence does not destroy first (.config/molecule/config.yml):
+  # only when an aborted run left this scenario's containers or created-state
+  if [ -n "$(docker ps -aq --filter "name=^$s-")" ] ||
+     grep -qs '^created: true' "$HOME"/.ansible/tmp/molecule.*."$s"/state.yml; then
+    molecule destroy -s "$s" >>"$log" 2>&1 || rc=$?
+  fi
+  [ $rc -eq 0 ] && { molecule test -s "$s" >>"$log" 2>&1 || rc=$?; }
   # molecule's destroy keeps named volumes; scenarios name theirs molecule-<scenario>-*
   docker volume ls -q --filter "name=molecule-$s-" | xargs -r docker volume rm >/dev/null 2>&1 || true
   return $rc
