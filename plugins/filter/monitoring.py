@@ -15,6 +15,11 @@ def monitoring_targets(topology_):
 
 
 @_ansible_errors
+def monitoring_host(topology_, host):
+    return _t.monitoring_host(topology_, host)
+
+
+@_ansible_errors
 def monitoring_settings(values):
     return _t.monitoring_settings(dict(values))
 
@@ -23,4 +28,5 @@ class FilterModule(object):
     """colo.webfarm monitoring filters."""
 
     def filters(self):
-        return {"monitoring_targets": monitoring_targets, "monitoring_settings": monitoring_settings}
+        return {"monitoring_targets": monitoring_targets, "monitoring_host": monitoring_host,
+                "monitoring_settings": monitoring_settings}

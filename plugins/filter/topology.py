@@ -14,9 +14,28 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.colo.webfarm.plugins.module_utils import topology as _t
 
 
+def _plain_model(value):
+    """The model as stored, not Ansible's lazy view of it.
+
+    ansible-core 2.19 hands a filter its input as a lazy container: reading
+    ``topology["hosts"]`` there wraps every host entry again, at a cost per
+    call that grows with the farm (measured: bench/filters.py --ansible). The
+    model is computed data, never a template, so the filters read the stored
+    mappings themselves (one shallow copy of the model's top level). Anything
+    else is passed as it is.
+    """
+    if type(value) is not dict and isinstance(value, dict) and "hosts" in value and "source" in value:
+        copy = getattr(value, "_non_lazy_copy", None)
+        if copy is not None:
+            return copy()
+    return value
+
+
 def _ansible_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        if args:
+            args = (_plain_model(args[0]),) + args[1:]
         try:
             return func(*args, **kwargs)
         except _t.TopologyError as exc:
@@ -146,8 +165,13 @@ def server_ids(topology_):
 
 
 @_ansible_errors
-def firewall_flows(topology_):
-    return _t.firewall_flows(topology_)
+def firewall_flows(topology_, host=None):
+    return _t.firewall_flows(topology_, host)
+
+
+@_ansible_errors
+def farm_host(topology_, host):
+    return _t.farm_host(topology_, host)
 
 
 @_ansible_errors
@@ -183,6 +207,7 @@ class FilterModule(object):
             "firewall_flows": firewall_flows,
             "nfs_exports": nfs_exports,
             "farm_addresses": farm_addresses,
+            "farm_host": farm_host,
             "farm_settings": farm_settings,
             "app_settings": app_settings,
         }

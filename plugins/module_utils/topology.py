@@ -807,55 +807,84 @@ def _extra_flows(topology, host):
 
 
 @_bulk
-def firewall_flows(topology):
+def firewall_flows(topology, host=None):
     """For every farm host, the inbound flows it must accept.
 
     Returns ``{host: [{name, proto, port, sources}]}``; sources are CIDRs.
+    With ``host``, only that host's list (``[]`` for a host outside the
+    farm): what one host's firewall renders, at a cost that depends on that
+    host's own flows, not on the size of the farm (a web node's flows name
+    the balancers, the admin networks and the monitoring host; a database or
+    NFS server's name every web node). The firewall role asks for its own
+    host's list, so a run over N hosts costs O(N), not O(N) per host.
     """
     _require_topology(topology)
-    g = topology["groups"]
-    hosts = topology["hosts"]
-    p = dict(DEFAULT_PORTS)
-    st = topology.get("settings") or {}
-    p.update({k: st[v] for k, v in (("http", "http_port"), ("https", "https_port"), ("mysql", "db_port"),
-                                     ("redis", "redis_port"), ("balancer_admin", "balancer_admin_port"))
-              if v in st})
-    edge = _cidrs(topology, ["edge"])
-    balancers = _cidrs(topology, ["balancers"])
-    web = _cidrs(topology, ["web"])
-    primary = _cidrs(topology, ["db_primary"])
-    replicas = _cidrs(topology, ["db_replicas"])
-    native_tls = topology.get("tls_terminator") == "haproxy" or not g["edge"]
-    peers = {q["name"]: q for q in haproxy_peers(topology)}
-    web_and_replicas = list(dict.fromkeys(web + replicas))
-    web_and_primary = list(dict.fromkeys(web + primary))
-    g = {k: set(v) for k, v in g.items()}
-    flows = {}
-    for name, h in hosts.items():  # build_topology inserts hosts in natural order
+    ctx = _FlowContext(topology)
+    if host is not None:
+        return ctx.flows(host) if host in topology["hosts"] else []
+    # build_topology inserts hosts in natural order
+    return {name: ctx.flows(name) for name in topology["hosts"]}
+
+
+class _FlowContext(object):
+    """What the hosts' flows draw on, each part computed when first needed
+    (the web nodes' CIDRs only for a host that accepts the web nodes)."""
+
+    def __init__(self, topology):
+        self.topology = topology
+        self.hosts = topology["hosts"]
+        st = topology.get("settings") or {}
+        self.ports = dict(DEFAULT_PORTS)
+        self.ports.update({k: st[v] for k, v in (("http", "http_port"), ("https", "https_port"),
+                                                  ("mysql", "db_port"), ("redis", "redis_port"),
+                                                  ("balancer_admin", "balancer_admin_port"))
+                           if v in st})
+        self.native_tls = topology.get("tls_terminator") == "haproxy" or not topology["groups"]["edge"]
+        self._cidrs = {}
+        self._peers = None
+
+    def cidrs(self, *group_names):
+        """The CIDRs of these groups' hosts, in group then topology order,
+        each once (``sources`` lists are shared between flows, never mutated)."""
+        if group_names not in self._cidrs:
+            self._cidrs[group_names] = _cidrs(self.topology, list(group_names))
+        return self._cidrs[group_names]
+
+    def peers(self):
+        if self._peers is None:
+            self._peers = {q["name"]: q for q in haproxy_peers(self.topology)}
+        return self._peers
+
+    def flows(self, name):
+        topology, p, hosts = self.topology, self.ports, self.hosts
+        h = hosts[name]
+        groups = h["groups"]
         admin = h["admin_networks"]
         mine = []
         if h["os"] == "linux":
             mine.append(_flow("ssh", h.get("ssh_port", p["ssh"]), admin))
-        if name in g["edge"]:
+        if "edge" in groups:
             mine.append(_flow("http", p["http"], _ANYWHERE_LIST))
             mine.append(_flow("https", p["https"], _ANYWHERE_LIST))
-        if name in g["balancers"]:
-            if native_tls:
+        if "balancers" in groups:
+            if self.native_tls:
                 mine.append(_flow("http", p["http"], _ANYWHERE_LIST))
                 mine.append(_flow("https", p["https"], _ANYWHERE_LIST))
             else:
-                mine.append(_flow("http", p["http"], edge))
+                mine.append(_flow("http", p["http"], self.cidrs("edge")))
             mine.append(_flow("balancer-admin", p["balancer_admin"], admin))
+            peers = self.peers()
             if name in peers:
                 mine.append(_flow("haproxy-peers", peers[name]["port"],
                                   [hosts[q]["cidr"] for q in peers if q != name]))
-        if name in g["web"]:
-            mine.append(_flow("http", h["port"], balancers))
-        if name in g["db_primary"]:
-            mine.append(_flow("mysql", p["mysql"], web_and_replicas))
-        if name in g["db_replicas"]:
-            mine.append(_flow("mysql", p["mysql"], web_and_primary))
-        if name in g["nfs"]:
+        if "web" in groups:
+            mine.append(_flow("http", h["port"], self.cidrs("balancers")))
+        if "db_primary" in groups:
+            mine.append(_flow("mysql", p["mysql"], self.cidrs("web", "db_replicas")))
+        if "db_replicas" in groups:
+            mine.append(_flow("mysql", p["mysql"], self.cidrs("web", "db_primary")))
+        if "nfs" in groups:
+            web = self.cidrs("web")
             mine.append(_flow("nfs", p["nfs"], web))
             if topology.get("nfs_v3"):
                 mine.append(_flow("rpcbind", p["rpcbind"], web))
@@ -863,12 +892,11 @@ def firewall_flows(topology):
                 for svc in sorted(topology["nfs_v3_ports"]):
                     for proto in ("tcp", "udp"):
                         mine.append(_flow(svc, topology["nfs_v3_ports"][svc], web, proto))
-        if name in g["cache"]:
-            mine.append(_flow("redis", p["redis"], web))
+        if "cache" in groups:
+            mine.append(_flow("redis", p["redis"], self.cidrs("web")))
         mine.extend(monitoring_flows(topology, name))
         mine.extend(_extra_flows(topology, name))
-        flows[name] = [f for f in mine if f["sources"]]
-    return flows
+        return [f for f in mine if f["sources"]]
 
 
 def haproxy_peers(topology):
@@ -1254,6 +1282,57 @@ def monitoring_targets(topology):
     return {"enabled": True, "host": mon["host"], "address": hosts[mon["host"]]["address"],
             "ports": dict(port), "exporters": dict(on), "jobs": jobs, "tls_endpoints": tls,
             "hosts": by_host, "web_state": web_state}
+
+
+def monitoring_host(topology, name):
+    """What the exporters role installs on ``name``: a part of
+    :func:`monitoring_targets` computed from that host alone.
+
+    Returns ``{enabled, jobs, web_state}``: ``jobs`` the names of the jobs
+    that scrape ``name`` (``monitoring_targets(...).hosts[name]``, in the same
+    order), ``web_state`` its textfile state (``monitoring_targets(...)
+    .web_state[name]``) or ``None``. The cost does not grow with the farm:
+    every host asks for its own part (the monitoring host alone needs the
+    whole :func:`monitoring_targets`).
+    """
+    mon = _monitoring(topology)
+    if mon is None or name not in topology["hosts"]:
+        return {"enabled": mon is not None, "jobs": [], "web_state": None}
+    h = topology["hosts"][name]
+    groups = h["groups"]
+    on = mon["exporters"]
+    jobs = []
+    if on["node"] and h["os"] == "linux":
+        jobs.append("node")
+    if on["haproxy"] and "balancers" in groups and h.get("balancer") == "haproxy":
+        jobs.append("haproxy")
+    if on["apache"] and (("balancers" in groups and h.get("balancer") == "apache") or "web_linux" in groups):
+        jobs.append("apache")
+    if on["mysqld"] and "db" in groups:
+        jobs.append("mysqld")
+    if on["redis"] and "cache" in groups:
+        jobs.append("redis")
+    if on["windows"] and "web_windows" in groups:
+        jobs.append("windows")
+    web_state = None
+    if on["node"] and "web_linux" in groups:
+        hosts = topology["hosts"]
+        nfs = [{"name": n, "address": hosts[n]["address"], "port": DEFAULT_PORTS["nfs"]}
+               for n in topology["groups"]["nfs"]] if on["nfs"] else []
+        state = {"phpfpm": bool(on["phpfpm"] and on["apache"]), "nfs_servers": nfs}
+        if state["phpfpm"] or state["nfs_servers"]:
+            web_state = state
+    return {"enabled": True, "jobs": jobs, "web_state": web_state}
+
+
+def farm_host(topology, name):
+    """``name``'s entry in the model (address, cidr, groups, os, route, port,
+    weight, ...), ``{}`` for a host outside the farm. One dict lookup: a
+    template that reads ``model.hosts[inventory_hostname]`` makes Ansible
+    wrap the whole ``hosts`` mapping first, at a cost that grows with the farm.
+    """
+    _require_topology(topology)
+    return topology["hosts"].get(name) or {}
 
 
 def _number(var, value):
