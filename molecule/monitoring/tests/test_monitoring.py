@@ -30,7 +30,7 @@ WAIT = 120  # seconds, for any alert (scrape 2 s, evaluation 2 s, for 4 s, HAPro
 # what the scenario's topology must give (molecule.yml): job -> hosts
 EXPECTED = {
     "node": {"monitoring-mon1", "monitoring-lb1", "monitoring-web1", "monitoring-web2",
-             "monitoring-db1", "monitoring-db2"},
+             "monitoring-db1", "monitoring-db2", "monitoring-nfs1"},
     "haproxy": {"monitoring-lb1"},
     "apache": {"monitoring-web1", "monitoring-web2"},
     "mysqld": {"monitoring-db1", "monitoring-db2"},
@@ -41,13 +41,20 @@ EXPECTED = {
 # every port an exporter or the monitoring services listen on: (address, port)
 EXPORTER_PORTS = (
     [(a, 9100) for a in ("172.29.26.5", "172.29.26.20", "172.29.26.31", "172.29.26.32",
-                         "172.29.26.41", "172.29.26.42")]
+                         "172.29.26.41", "172.29.26.42", "172.29.26.50")]
     + [("172.29.26.20", 8404), ("172.29.26.31", 9117), ("172.29.26.32", 9117),
        ("172.29.26.41", 9104), ("172.29.26.42", 9104), ("172.29.26.42", 9121),
        (MON, 9090), (MON, 9093), (MON, 9115), (MON, 9094)]
     # the loopback status virtual host and PHP-FPM's status listener of the web nodes
     + [(a, p) for a in ("172.29.26.31", "172.29.26.32") for p in (9180, 9181)]
 )
+
+# every alert rule the role deploys (roles/monitoring/README.md, Alerts)
+RULES = ("WebfarmTargetDown", "WebfarmBackendDown", "WebfarmBackendAllDown", "WebfarmWebServerDown",
+         "WebfarmPhpFpmDown", "WebfarmPhpFpmMaxChildren", "WebfarmNfsUnreachable",
+         "WebfarmReplicaIOThreadStopped", "WebfarmReplicaSQLThreadStopped", "WebfarmReplicaNotReplicating",
+         "WebfarmReplicaLag", "WebfarmSemiSyncFellBackToAsync", "WebfarmVipNoHolder", "WebfarmVipSplitBrain",
+         "WebfarmCertificateExpiring", "WebfarmTLSProbeFailed", "WebfarmDbBackupTooOld", "WebfarmDbDiskFilling")
 
 testinfra_hosts = ["ansible://monitoring-outsider"]
 
@@ -164,7 +171,8 @@ def test_exporters_report_what_the_alerts_need():
     assert "SELECT" not in grants and "ALL PRIVILEGES" not in grants and "SUPER" not in grants, grants
     # every rule loaded and healthy; nothing fires on the healthy farm
     rules = [r for g in get(PROM + "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
-    assert len(rules) >= 14 and all(r["health"] == "ok" for r in rules), rules
+    assert sorted(r["name"] for r in rules) == sorted(RULES), sorted(r["name"] for r in rules)
+    assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
     firing = {a["labels"]["alertname"] for a in am_alerts()} - {"WebfarmDbDiskFilling"}
     assert firing == set(), firing
 
@@ -243,6 +251,36 @@ def test_certificate_expiring_in_two_days_raises_expiry_alert():
     finally:
         docker("exec", "monitoring-lb1", "sh", "-c",
                "cp -p /tmp/webfarm.pem.orig %s && systemctl reload haproxy" % pem, check=True)
+
+
+NFS = "monitoring-nfs1"
+NFS_ADDRESS = "172.29.26.50:2049"
+
+
+def nfs_up():
+    """{web node: webfarm_nfs_server_up} for the scenario's NFS server."""
+    return {r["metric"]["host"]: r["value"][1]
+            for r in query('webfarm_nfs_server_up{server="%s",address="%s"}' % (NFS, NFS_ADDRESS))}
+
+
+def test_stopped_nfs_server_raises_nfs_alert():
+    """Both web nodes report the NFS server reachable, nothing fires; with
+    nfs-ganesha stopped on nfs1 each web node's probe (a TCP connection to
+    2049 within 3 s, published through the node exporter's textfile) drops to
+    0 and WebfarmNfsUnreachable reaches Alertmanager and the webhook for
+    each; with ganesha started again the probes are back to 1."""
+    web = {"monitoring-web1", "monitoring-web2"}
+    wait_until(lambda: (nfs_up() == {h: "1" for h in web}, nfs_up()), 60, "both web nodes reach the NFS server")
+    assert not any(a["labels"]["alertname"] == "WebfarmNfsUnreachable" for a in am_alerts())
+    docker("exec", NFS, "systemctl", "stop", "nfs-ganesha", check=True)
+    try:
+        for h in sorted(web):
+            took = wait_alert({"alertname": "WebfarmNfsUnreachable", "host": h, "server": NFS})
+            print("NFS-unreachable alert for %s reached Alertmanager and the webhook in %.1f s" % (h, took))
+        assert nfs_up() == {h: "0" for h in web}, nfs_up()
+    finally:
+        docker("exec", NFS, "systemctl", "start", "nfs-ganesha", check=True)
+    wait_until(lambda: (nfs_up() == {h: "1" for h in web}, nfs_up()), 60, "both web nodes reach the NFS server again")
 
 
 BACKUP_HOST = "monitoring-db2"  # the first replica takes the backups (mysql_backup_host empty)
@@ -333,11 +371,12 @@ tests:
 
 
 def test_deployed_nfs_and_vip_rules_fire_on_their_series():
-    """The scenario has no NFS server and no VRRP pair, so the deployed rules of
-    WebfarmNfsUnreachable, WebfarmVipNoHolder and WebfarmVipSplitBrain are
-    checked with promtool on series shaped like the textfile metrics (a web
-    node losing its NFS server, a VIP left by its holder, a VIP taken by both
-    peers); quiet before the condition has held for monitoring_alert_for."""
+    """The scenario has no VRRP pair, so the deployed rules of WebfarmVipNoHolder
+    and WebfarmVipSplitBrain are checked with promtool on series shaped like
+    the textfile metrics (a VIP left by its holder, a VIP taken by both peers),
+    and WebfarmNfsUnreachable's exact labels and summary as well (it also fires
+    live: test_stopped_nfs_server_raises_nfs_alert); quiet before the condition
+    has held for monitoring_alert_for."""
     with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
         f.write(PROMTOOL_RULE_TESTS)
         f.flush()
