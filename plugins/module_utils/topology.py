@@ -355,6 +355,9 @@ FARM_SETTINGS = {
     # metric of its own (virtual address state, backup age, NFS probe,
     # PHP-FPM status) writes a .prom file there.
     "webfarm_metrics_textfile_dir": ("/var/lib/prometheus/node-exporter", _abs_path),
+    # HTTP-01 challenge files (tls_cert_source: acme): tls_cert writes them
+    # there on the port-80 hosts, stunnel's redirector serves them.
+    "webfarm_acme_challenge_dir": ("/var/lib/webfarm/acme-challenge", _abs_path),
 }
 
 # Role variables that used to copy a farm value. Setting one would move a
@@ -407,6 +410,8 @@ REPLACED_VARIABLES = {
     "firewall_vrrp_group": "webfarm_vrrp_group",
     "keepalived_router_id_base": "webfarm_vrrp_router_id_base",
     "exporters_textfile_dir": "webfarm_metrics_textfile_dir",
+    "tls_cert_acme_challenge_dir": "webfarm_acme_challenge_dir",
+    "stunnel_acme_challenge_dir": "webfarm_acme_challenge_dir",
 }
 
 

@@ -419,7 +419,8 @@ def test_farm_settings_defaults_and_overrides():
                  "db_use_replicas": True, "db_timeout": 3,
                  "session_name": "PHPSESSID", "session_lifetime": 1440,
                  "vip": "", "vrrp_group": "", "vrrp_router_id_base": 51,
-                 "metrics_textfile_dir": "/var/lib/prometheus/node-exporter"}
+                 "metrics_textfile_dir": "/var/lib/prometheus/node-exporter",
+                 "acme_challenge_dir": "/var/lib/webfarm/acme-challenge"}
     s = _settings(webfarm_files_path="/data/files/", webfarm_web_uid="48", webfarm_nfs_v3="yes")
     assert (s["files_path"], s["web_uid"], s["nfs_v3"]) == ("/data/files", 48, True)
     s = _settings(webfarm_session_name="SHOPSESS2", webfarm_session_lifetime="7200")
@@ -449,6 +450,8 @@ def test_farm_settings_defaults_and_overrides():
     ("webfarm_session_lifetime", 59, "a whole number from 60 to 2592000"),
     ("webfarm_session_lifetime", 2592001, "a whole number from 60 to 2592000"),
     ("webfarm_session_lifetime", "1h", "a whole number from 60 to 2592000"),
+    ("webfarm_acme_challenge_dir", "acme", "an absolute path other than '/'"),
+    ("webfarm_acme_challenge_dir", "/", "an absolute path other than '/'"),
 ])
 def test_bad_farm_setting_names_host_variable_value_and_rule(var, value, expected):
     with pytest.raises(AnsibleFilterError) as err:
