@@ -14,15 +14,23 @@ Writes bench/results/filters.json. Target: 10,000 nodes in under 100 ms.
 ``--ansible`` runs the model through Ansible itself: a generated inventory
 (local connection, no containers) and plays written for each mode (see
 ``_playbook``). Preflight computes the model once, then every web node runs
-the model tasks the roles of its play run (five, as common, the firewall's
-two, web_linux and webfarm_app do). Modes, each a separate ansible-playbook run:
+the model reads the roles of its play make (``ROLE_READS``: the firewall's
+two, web_linux's, webfarm_app's and the exporters', one task each). Not
+counted: the /etc/hosts block of the common role, which lists every farm
+host on every host (its size, not the model, grows with the farm). Modes,
+each a separate ansible-playbook run:
 
 - ``floor``: the same plays with a constant in place of the model and no
   colo.webfarm filter named anywhere (naming one makes every worker import
   the collection's filters, which is part of the model's cost);
 - ``model``: site.yml's way: preflight stores the model and loads the
   filters in ansible-playbook's main process (roles/preflight/tasks/preload.yml),
-  the tasks read it with ``colo.webfarm.model``;
+  the tasks read it with ``colo.webfarm.model`` and take their own host's
+  part (``firewall_flows(inventory_hostname)``, ``farm_host``,
+  ``monitoring_host``);
+- ``model_before``: the same with the reads as the roles made them before
+  those accessors (``model.hosts[inventory_hostname]``, the whole farm's
+  flows and monitoring targets on every host);
 - ``model_unloaded``: the same without that load (every worker imports and
   compiles the filters itself, as every run did before it);
 - ``fact`` (up to 200 nodes): ``model``, but the first task keeps the whole
