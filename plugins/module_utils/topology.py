@@ -1215,6 +1215,32 @@ def _tier(h):
     return "other"
 
 
+# The scrape jobs in their fixed order, each with who it scrapes (a host's
+# model entry): monitoring_targets and monitoring_host both read this.
+_SCRAPED_BY = (
+    ("node", lambda h: h["os"] == "linux"),
+    ("haproxy", lambda h: "balancers" in h["groups"] and h.get("balancer") == "haproxy"),
+    ("apache", lambda h: ("balancers" in h["groups"] and h.get("balancer") == "apache")
+     or "web_linux" in h["groups"]),
+    ("mysqld", lambda h: "db" in h["groups"]),
+    ("redis", lambda h: "cache" in h["groups"]),
+    ("windows", lambda h: "web_windows" in h["groups"]),
+)
+
+
+def _web_state(topology, on, h):
+    """What a Linux web node publishes through the node exporter's textfile
+    collector (PHP-FPM's status, whether each NFS server answers), or None."""
+    if not (on["node"] and "web_linux" in h["groups"]):
+        return None
+    hosts = topology["hosts"]
+    nfs = [{"name": n, "address": hosts[n]["address"], "port": DEFAULT_PORTS["nfs"]}
+           for n in topology["groups"]["nfs"]] if on["nfs"] else []
+    # the apache exporter's status virtual host proxies to FPM's status
+    state = {"phpfpm": bool(on["phpfpm"] and on["apache"]), "nfs_servers": nfs}
+    return state if state["phpfpm"] or state["nfs_servers"] else None
+
+
 def monitoring_targets(topology):
     """What Prometheus scrapes and probes, derived from the model.
 
@@ -1246,25 +1272,16 @@ def monitoring_targets(topology):
 
     jobs = []
 
-    def job(job_name, names, p, path="/metrics"):
+    # each job's hosts in the order of its source list; who is scraped is
+    # _SCRAPED_BY, shared with monitoring_host; HAProxy's metrics are on its
+    # stats listener
+    job_port = dict(port, haproxy=_setting_port(topology, "balancer_admin_port", DEFAULT_PORTS["balancer_admin"]))
+    sources = {"node": list(hosts), "haproxy": g["balancers"], "apache": list(hosts), "mysqld": g["db"],
+               "redis": g["cache"], "windows": g["web_windows"]}
+    for name, scraped in _SCRAPED_BY:
+        names = [n for n in sources[name] if scraped(hosts[n])] if on[name] else []
         if names:
-            jobs.append({"name": job_name, "path": path, "targets": [target(n, p(n)) for n in names]})
-
-    linux = [n for n in hosts if hosts[n]["os"] == "linux"]
-    if on["node"]:
-        job("node", linux, lambda n: port["node"])
-    if on["haproxy"]:
-        job("haproxy", [n for n in g["balancers"] if hosts[n].get("balancer") == "haproxy"],
-            lambda n: _setting_port(topology, "balancer_admin_port", DEFAULT_PORTS["balancer_admin"]))
-    if on["apache"]:
-        job("apache", [n for n in hosts if (n in g["balancers"] and hosts[n].get("balancer") == "apache")
-                       or n in g["web_linux"]], lambda n: port["apache"])
-    if on["mysqld"]:
-        job("mysqld", g["db"], lambda n: port["mysqld"])
-    if on["redis"]:
-        job("redis", g["cache"], lambda n: port["redis"])
-    if on["windows"]:
-        job("windows", g["web_windows"], lambda n: port["windows"])
+            jobs.append({"name": name, "path": "/metrics", "targets": [target(n, job_port[name]) for n in names]})
     native_tls = topology.get("tls_terminator") == "haproxy" or not g["edge"]
     front = g["balancers"] if native_tls else g["edge"]
     https = _setting_port(topology, "https_port", DEFAULT_PORTS["https"])
@@ -1275,15 +1292,11 @@ def monitoring_targets(topology):
             by_host.setdefault(x["host"], []).append(j["name"])
     # what the Linux web nodes publish through the node exporter's textfile
     # collector: PHP-FPM's status, and whether each NFS server answers
-    nfs_port = DEFAULT_PORTS["nfs"]
-    nfs = [{"name": n, "address": hosts[n]["address"], "port": nfs_port} for n in g["nfs"]]
     web_state = {}
-    if on["node"]:
-        for n in g["web_linux"]:
-            # the apache exporter's status virtual host proxies to FPM's status
-            state = {"phpfpm": bool(on["phpfpm"] and on["apache"]), "nfs_servers": list(nfs) if on["nfs"] else []}
-            if state["phpfpm"] or state["nfs_servers"]:
-                web_state[n] = state
+    for n in g["web_linux"]:
+        state = _web_state(topology, on, hosts[n])
+        if state is not None:
+            web_state[n] = state
     return {"enabled": True, "host": mon["host"], "address": hosts[mon["host"]]["address"],
             "ports": dict(port), "exporters": dict(on), "jobs": jobs, "tls_endpoints": tls,
             "hosts": by_host, "web_state": web_state}
@@ -1304,30 +1317,9 @@ def monitoring_host(topology, name):
     if mon is None or name not in topology["hosts"]:
         return {"enabled": mon is not None, "jobs": [], "web_state": None}
     h = topology["hosts"][name]
-    groups = h["groups"]
     on = mon["exporters"]
-    jobs = []
-    if on["node"] and h["os"] == "linux":
-        jobs.append("node")
-    if on["haproxy"] and "balancers" in groups and h.get("balancer") == "haproxy":
-        jobs.append("haproxy")
-    if on["apache"] and (("balancers" in groups and h.get("balancer") == "apache") or "web_linux" in groups):
-        jobs.append("apache")
-    if on["mysqld"] and "db" in groups:
-        jobs.append("mysqld")
-    if on["redis"] and "cache" in groups:
-        jobs.append("redis")
-    if on["windows"] and "web_windows" in groups:
-        jobs.append("windows")
-    web_state = None
-    if on["node"] and "web_linux" in groups:
-        hosts = topology["hosts"]
-        nfs = [{"name": n, "address": hosts[n]["address"], "port": DEFAULT_PORTS["nfs"]}
-               for n in topology["groups"]["nfs"]] if on["nfs"] else []
-        state = {"phpfpm": bool(on["phpfpm"] and on["apache"]), "nfs_servers": nfs}
-        if state["phpfpm"] or state["nfs_servers"]:
-            web_state = state
-    return {"enabled": True, "jobs": jobs, "web_state": web_state}
+    return {"enabled": True, "jobs": [job for job, scraped in _SCRAPED_BY if on[job] and scraped(h)],
+            "web_state": _web_state(topology, on, h)}
 
 
 def farm_host(topology, name):
