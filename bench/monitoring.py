@@ -18,6 +18,14 @@ The load is bench/httpload.py inside the outsider container: HTTPS GETs of
 the health path through lb1 (TLS at HAProxy, then a web node's Apache and
 PHP-FPM), one connection per request, bounded in count and time. Everything
 stopped is started again at the end. Results: bench/results/monitoring.json.
+
+With --lab it measures only Prometheus' memory, in the lab (`make lab`: its
+monitoring host mon1 scrapes the lab's 11 hosts at the default 30 s interval),
+once Prometheus has run --min-uptime seconds (it waits, bounded):
+
+    python3 bench/monitoring.py --lab [--min-uptime 600]
+
+Results: bench/results/monitoring-lab.json.
 """
 
 import argparse
@@ -36,6 +44,8 @@ URL = "https://172.29.26.20/health"
 CLIENT = "monitoring-outsider"
 MON = "monitoring-mon1"
 PROM = "http://172.29.26.5:9090"
+LAB_MON = "lab-mon1"
+LAB_PROM = "http://172.29.10.5:9090"
 # container -> units stopped for "off" (started again afterwards)
 UNITS = {
     "monitoring-mon1": ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter",
@@ -71,31 +81,65 @@ def load(requests, concurrency, seconds):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def prom_query(expr):
-    """One value from Prometheus' API (this host is the scenario's admin network)."""
-    url = PROM + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def prom_query(expr, prom=PROM):
+    """One value from Prometheus' API (this host is in the farm's admin network)."""
+    url = prom + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=5) as r:
         out = json.loads(r.read().decode())["data"]["result"]
     return float(out[0]["value"][1]) if out else None
 
 
-def prometheus_memory():
-    pid = docker("exec", MON, "systemctl", "show", "-p", "MainPID", "--value", "prometheus").stdout.strip()
+def prometheus_memory(container=MON, prom=PROM):
+    pid = docker("exec", container, "systemctl", "show", "-p", "MainPID", "--value", "prometheus").stdout.strip()
     rss_kb = None
-    status = docker("exec", MON, "cat", "/proc/%s/status" % pid, check=False).stdout
+    status = docker("exec", container, "cat", "/proc/%s/status" % pid, check=False).stdout
     for line in status.splitlines():
         if line.startswith("VmRSS:"):
             rss_kb = int(line.split()[1])
+
+    def mib(expr):
+        return round((prom_query(expr, prom) or 0) / 2 ** 20, 1)
     return {
         "rss_mib": round(rss_kb / 1024, 1) if rss_kb else None,
-        "process_resident_memory_mib": round((prom_query('process_resident_memory_bytes{job="prometheus"}') or 0)
-                                             / 2 ** 20, 1),
-        "go_heap_inuse_mib": round((prom_query('go_memstats_heap_inuse_bytes{job="prometheus"}') or 0) / 2 ** 20, 1),
-        "prometheus_up_s": round(prom_query('time() - process_start_time_seconds{job="prometheus"}') or 0),
-        "targets": prom_query("count(up)"),
-        "head_series": prom_query("prometheus_tsdb_head_series"),
-        "samples_per_second": prom_query("rate(prometheus_tsdb_head_samples_appended_total[1m])"),
+        "process_resident_memory_mib": mib('process_resident_memory_bytes{job="prometheus"}'),
+        "go_heap_inuse_mib": mib('go_memstats_heap_inuse_bytes{job="prometheus"}'),
+        "prometheus_up_s": round(prom_query('time() - process_start_time_seconds{job="prometheus"}', prom) or 0),
+        "targets": prom_query("count(up)", prom),
+        "targets_up": prom_query("sum(up)", prom),
+        "head_series": prom_query("prometheus_tsdb_head_series", prom),
+        "samples_per_second": prom_query("rate(prometheus_tsdb_head_samples_appended_total[2m])", prom),
     }
+
+
+def lab(min_uptime):
+    """Prometheus' memory in the lab, after it has run min_uptime seconds."""
+    deadline = time.time() + min_uptime + 60
+    while True:
+        up = prom_query('time() - process_start_time_seconds{job="prometheus"}', LAB_PROM)
+        if up is not None and up >= min_uptime:
+            break
+        if time.time() > deadline:
+            raise SystemExit("Prometheus in %s has not run %d s (up %s s)" % (LAB_MON, min_uptime, up))
+        time.sleep(min(30, max(1, min_uptime - (up or 0))))
+    jobs = {}
+    url = LAB_PROM + "/api/v1/query?" + urllib.parse.urlencode({"query": "count by (job) (up)"})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        for x in json.loads(r.read().decode())["data"]["result"]:
+            jobs[x["metric"]["job"]] = int(float(x["value"][1]))
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+                    "python": platform.python_version()},
+        "farm": "the lab (inventories/lab: 2 edges, 2 balancers, 3 web nodes, primary + replica, NFS, mon1), "
+                "the role's default scrape and evaluation intervals",
+        "targets_by_job": jobs,
+        "prometheus_memory": prometheus_memory(LAB_MON, LAB_PROM),
+    }
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "monitoring-lab.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(json.dumps(result, indent=2))
 
 
 def main():
@@ -105,7 +149,11 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--settle", type=float, default=20, help="seconds after starting or stopping, before the load")
+    ap.add_argument("--lab", action="store_true", help="only Prometheus' memory, in the lab")
+    ap.add_argument("--min-uptime", type=int, default=600, help="with --lab: seconds Prometheus has run first")
     args = ap.parse_args()
+    if args.lab:
+        return lab(args.min_uptime)
 
     # Prometheus' memory after it has run with every target for a while
     memory = prometheus_memory()
