@@ -48,3 +48,36 @@ print("[lab] chain %s: %swhoami answered by %s (route %s), scheme %s, client see
       % ("OK" if ok else "BROKEN", url, who.get("node"), who.get("route"), who.get("scheme"), who.get("client"), mine))
 sys.exit(0 if ok else 1)
 PY
+
+# With a monitoring host: every scrape target up in Prometheus (bounded wait:
+# the first scrapes come within one scrape interval of the converge).
+mon="$(ansible-inventory -i "$INVENTORY" --list | python3 -c '
+import json, sys
+inv = json.load(sys.stdin)
+hosts = inv.get("monitoring", {}).get("hosts", [])
+print(inv["_meta"]["hostvars"][hosts[0]].get("webfarm_address", "") if hosts else "")')"
+[ -n "$mon" ] || exit 0
+prom="http://$mon:9090"
+echo "[lab] Prometheus: $prom/ (Alertmanager: http://$mon:9093/)"
+for i in $(seq 1 24); do
+  targets="$(curl -s --max-time 5 "$prom/api/v1/targets?state=active" || true)"
+  if python3 -c '
+import json, sys
+t = json.loads(sys.argv[1])["data"]["activeTargets"]
+sys.exit(0 if t and all(x["health"] == "up" for x in t) else 1)' "$targets" 2>/dev/null; then
+    break
+  fi
+  sleep 5
+done
+python3 - "$targets" <<'PY'
+import json, sys
+try:
+    t = json.loads(sys.argv[1])["data"]["activeTargets"]
+except (ValueError, KeyError, TypeError):
+    sys.exit("[lab] MONITORING BROKEN: Prometheus answered %r" % sys.argv[1][:200])
+down = ["%s %s (%s)" % (x["labels"].get("job"), x["labels"].get("instance"), x.get("lastError") or x["health"])
+        for x in t if x["health"] != "up"]
+print("[lab] monitoring %s: %d of %d scrape targets up%s"
+      % ("OK" if t and not down else "BROKEN", len(t) - len(down), len(t), ("; down: " + ", ".join(down)) if down else ""))
+sys.exit(0 if t and not down else 1)
+PY
