@@ -179,7 +179,8 @@ def main():
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "load_average_at_end": [round(x, 1) for x in load_avg],
                     "python": platform.python_version(),
-                    "other_containers": len(docker("ps", "-q").stdout.split()) - 7},
+                    "other_containers": len([n for n in docker("ps", "--format", "{{.Names}}").stdout.split()
+                                              if not n.startswith("monitoring-")])},
         "scenario": "monitoring (6 farm hosts + outsider), scrape and evaluation every 2 s",
         "load": {"url": URL, "from": CLIENT, "requests": args.requests, "concurrency": args.concurrency,
                  "seconds_limit": args.seconds, "rounds": args.rounds, "settle_s": args.settle},
