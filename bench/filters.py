@@ -42,7 +42,10 @@ Every mode's first play loads Ansible's own filters in the main process the
 same way, so the modes differ only in the model. Model cost = mode - floor,
 in CPU seconds of ansible-playbook and its workers (wall time on a shared
 2-core machine is too noisy); each figure is the lower of two runs up to 200
-nodes (other load only adds), one run at 1,000. Writes
+nodes (other load only adds), one run at 1,000. Each run also records its
+workers (bench/worker_stats/sitecustomize.py on the runs' PYTHONPATH): the
+mean CPU of one model task's worker, model minus floor, is what one read
+costs where the roles make it. Writes
 bench/results/filters-ansible.json. Target: the model costs at most 2 s per
 run at 200 web nodes, growing linearly.
 """
@@ -232,6 +235,14 @@ def _play_seconds(inventory, mode, tmp):
                ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
                ANSIBLE_FORKS="20")
+    # per-worker accounting (bench/worker_stats/sitecustomize.py): each task and
+    # host is a forked worker; its CPU, full garbage collections and page faults
+    stats_file = os.path.join(tmp, "workers-%s.jsonl" % mode)
+    if os.path.exists(stats_file):
+        os.unlink(stats_file)
+    env["BENCH_WORKER_STATS"] = stats_file
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.join(REPO, "bench", "worker_stats"),
+                                                      env.get("PYTHONPATH")]))
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory, playbook]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=3600)
@@ -240,7 +251,24 @@ def _play_seconds(inventory, mode, tmp):
         raise SystemExit("ansible-playbook failed (%s):\n%s%s" % (mode, proc.stdout[-3000:], proc.stderr[-3000:]))
     # CPU seconds of ansible-playbook and its workers: what the run costs this
     # machine, and far less sensitive than wall time to other load on it.
-    return round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
+    seconds = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
+    return seconds, _worker_stats(stats_file)
+
+
+def _worker_stats(path):
+    """The web nodes' model tasks' workers: how many, mean CPU ms per worker,
+    seconds in full garbage collections, mean minor page faults per worker."""
+    recs = []
+    if os.path.exists(path):
+        with open(path) as f:
+            recs = [r for r in map(json.loads, f) if r["task"].startswith("Model task")]
+    if not recs:
+        return None
+    return {"workers": len(recs),
+            "cpu_ms_per_worker": round(1000 * sum(r["cpu_s"] for r in recs) / len(recs), 2),
+            "full_gc_s": round(sum(r["full_gc_s"] for r in recs), 2),
+            "full_gcs": sum(r["full_gcs"] for r in recs),
+            "minor_faults_per_worker": round(sum(r["minor_faults"] for r in recs) / len(recs))}
 
 
 def ansible_run(sizes, small_max=200, modes=MODES, out="filters-ansible.json"):
@@ -258,16 +286,25 @@ def ansible_run(sizes, small_max=200, modes=MODES, out="filters-ansible.json"):
                     continue
                 # the expensive modes once; floor and model, which the target compares, twice
                 count = reps if mode in ("floor", "model") else 1
-                row["runs_s"][mode] = [_play_seconds(inv, mode, tmp) for _ in range(count)]
+                runs = [_play_seconds(inv, mode, tmp) for _ in range(count)]
+                row["runs_s"][mode] = [secs for secs, _ in runs]
+                # the workers of the run the figures take (the lower one)
+                row.setdefault("workers", {})[mode] = min(runs, key=lambda r: r[0])[1]
             best = {m: min(v) for m, v in row["runs_s"].items()}
+            if row["workers"].get("model") and row["workers"].get("floor"):
+                # what one model read adds to a task's worker, and what is left for the main process
+                w, f = row["workers"]["model"], row["workers"]["floor"]
+                row["model_ms_per_read"] = round(w["cpu_ms_per_worker"] - f["cpu_ms_per_worker"], 2)
+                row["model_full_gc_s"] = round(w["full_gc_s"] - f["full_gc_s"], 2)
             row["floor_s"] = best["floor"]
             row["cost_s"] = {m: round(best[m] - best["floor"], 2) for m in best if m != "floor"}
             # the spread of the floor's own runs: differences below it are noise
             row["floor_spread_s"] = round(max(row["runs_s"]["floor"]) - min(row["runs_s"]["floor"]), 2)
             rows.append(row)
-            print("%5d web nodes (CPU s): floor %6.1f (spread %.1f); model cost: %s" % (
+            print("%5d web nodes (CPU s): floor %6.1f (spread %.1f); model cost: %s; per read in a worker: %s ms" % (
                 n, row["floor_s"], row["floor_spread_s"],
-                ", ".join("%s %.1f" % (m, c) for m, c in row["cost_s"].items())), flush=True)
+                ", ".join("%s %.1f" % (m, c) for m, c in row["cost_s"].items()),
+                row.get("model_ms_per_read")), flush=True)
     at200 = [r for r in rows if r["web_nodes"] == 200]
     results = {
         "benchmark": "filters-ansible",
@@ -278,6 +315,9 @@ def ansible_run(sizes, small_max=200, modes=MODES, out="filters-ansible.json"):
         "tasks_per_host": len(ROLE_READS),
         "reads": {"model": [r for _, r in ROLE_READS], "model_before": [r for _, r in ROLE_READS_BEFORE]},
         "unit": "CPU seconds (user + system) of ansible-playbook and its workers",
+        "workers": "per size and mode, the web nodes' model tasks' forked workers (bench/worker_stats): mean CPU "
+                   "ms per worker, seconds in full garbage collections; model_ms_per_read = model's mean worker "
+                   "CPU - floor's",
         "modes": {"floor": "constant, no colo.webfarm filter named",
                   "model": "stored model, filters loaded in the main process, the roles' reads now (site.yml now)",
                   "model_before": "the same, with the roles' reads before they asked for their own host's part",
