@@ -4,7 +4,7 @@ running and scraped vs with them stopped (ratio), and Prometheus' memory
 with the scenario's targets.
 
 It needs the molecule scenario `monitoring` converged (mon1, lb1 with
-HAProxy terminating TLS, web1 and web2, db1 and db2, the outsider):
+HAProxy terminating TLS, web1 and web2, db1 and db2, nfs1, the outsider):
 
     molecule converge -s monitoring
     python3 bench/monitoring.py [--rounds 3] [--requests 3000] [--concurrency 8] [--seconds 20]
@@ -81,12 +81,24 @@ def load(requests, concurrency, seconds):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def prom_query(expr, prom=PROM):
-    """One value from Prometheus' API (this host is in the farm's admin network)."""
+def prom_results(expr, prom=PROM):
+    """An instant query's result list from Prometheus' API (this host is in the farm's admin network)."""
     url = prom + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=5) as r:
-        out = json.loads(r.read().decode())["data"]["result"]
+        return json.loads(r.read().decode())["data"]["result"]
+
+
+def prom_query(expr, prom=PROM):
+    """One value from Prometheus' API."""
+    out = prom_results(expr, prom)
     return float(out[0]["value"][1]) if out else None
+
+
+def write_result(name, result):
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", name), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
 
 
 def prometheus_memory(container=MON, prom=PROM):
@@ -121,11 +133,7 @@ def lab(min_uptime):
         if time.time() > deadline:
             raise SystemExit("Prometheus in %s has not run %d s (up %s s)" % (LAB_MON, min_uptime, up))
         time.sleep(min(30, max(1, min_uptime - (up or 0))))
-    jobs = {}
-    url = LAB_PROM + "/api/v1/query?" + urllib.parse.urlencode({"query": "count by (job) (up)"})
-    with urllib.request.urlopen(url, timeout=5) as r:
-        for x in json.loads(r.read().decode())["data"]["result"]:
-            jobs[x["metric"]["job"]] = int(float(x["value"][1]))
+    jobs = {x["metric"]["job"]: int(float(x["value"][1])) for x in prom_results("count by (job) (up)", LAB_PROM)}
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
@@ -135,10 +143,7 @@ def lab(min_uptime):
         "targets_by_job": jobs,
         "prometheus_memory": prometheus_memory(LAB_MON, LAB_PROM),
     }
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "monitoring-lab.json"), "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    write_result("monitoring-lab.json", result)
     print(json.dumps(result, indent=2))
 
 
@@ -181,7 +186,7 @@ def main():
                     "python": platform.python_version(),
                     "other_containers": len([n for n in docker("ps", "--format", "{{.Names}}").stdout.split()
                                               if not n.startswith("monitoring-")])},
-        "scenario": "monitoring (6 farm hosts + outsider), scrape and evaluation every 2 s",
+        "scenario": "monitoring (7 farm hosts + outsider), scrape and evaluation every 2 s",
         "load": {"url": URL, "from": CLIENT, "requests": args.requests, "concurrency": args.concurrency,
                  "seconds_limit": args.seconds, "rounds": args.rounds, "settle_s": args.settle},
         "runs": runs,
@@ -192,10 +197,7 @@ def main():
         "p50_ratio_on_vs_off": round(p50["on"] / p50["off"], 3),
         "prometheus_memory": memory,
     }
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "monitoring.json"), "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    write_result("monitoring.json", result)
     print(json.dumps({k: result[k] for k in ("median_rps", "rps_ratio_on_vs_off", "prometheus_memory")}, indent=2))
 
 

@@ -9,7 +9,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$REPO/scripts/env.sh"
 INVENTORY="${1:-$REPO/inventories/lab/hosts.yml}"
 
-entry="$(ansible-inventory -i "$INVENTORY" --list | python3 -c '
+inventory="$(ansible-inventory -i "$INVENTORY" --list)"
+entry="$(printf '%s' "$inventory" | python3 -c '
 import json, sys
 inv = json.load(sys.stdin)
 hv = inv["_meta"]["hostvars"]
@@ -51,7 +52,7 @@ PY
 
 # With a monitoring host: every scrape target up in Prometheus (bounded wait:
 # the first scrapes come within one scrape interval of the converge).
-mon="$(ansible-inventory -i "$INVENTORY" --list | python3 -c '
+mon="$(printf '%s' "$inventory" | python3 -c '
 import json, sys
 inv = json.load(sys.stdin)
 hosts = inv.get("monitoring", {}).get("hosts", [])
@@ -59,17 +60,8 @@ print(inv["_meta"]["hostvars"][hosts[0]].get("webfarm_address", "") if hosts els
 [ -n "$mon" ] || exit 0
 prom="http://$mon:9090"
 echo "[lab] Prometheus: $prom/ (Alertmanager: http://$mon:9093/)"
-for i in $(seq 1 24); do
-  targets="$(curl -s --max-time 5 "$prom/api/v1/targets?state=active" || true)"
-  if python3 -c '
-import json, sys
-t = json.loads(sys.argv[1])["data"]["activeTargets"]
-sys.exit(0 if t and all(x["health"] == "up" for x in t) else 1)' "$targets" 2>/dev/null; then
-    break
-  fi
-  sleep 5
-done
-python3 - "$targets" <<'PY'
+targets_up() { # targets_up JSON: exit 0 when every active target is up; prints the summary line
+  python3 - "$1" <<'PY'
 import json, sys
 try:
     t = json.loads(sys.argv[1])["data"]["activeTargets"]
@@ -81,3 +73,10 @@ print("[lab] monitoring %s: %d of %d scrape targets up%s"
       % ("OK" if t and not down else "BROKEN", len(t) - len(down), len(t), ("; down: " + ", ".join(down)) if down else ""))
 sys.exit(0 if t and not down else 1)
 PY
+}
+for _ in $(seq 1 24); do
+  targets="$(curl -s --max-time 5 "$prom/api/v1/targets?state=active" || true)"
+  targets_up "$targets" >/dev/null 2>&1 && break
+  sleep 5
+done
+targets_up "$targets"
