@@ -1,16 +1,28 @@
 # -*- coding: utf-8 -*-
 # Copyright: colo.webfarm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that compute the farm's topology once, for every tier to render."""
+"""Every colo.webfarm filter: the farm's topology, computed once, and what each
+tier renders from it.
+
+One file on purpose. ansible-core 2.19 resolves a collection filter by name
+in each forked worker (one per task and host) and, for every name, loads the
+filter map of every Python file in the collection's plugins/filter/ (it keeps
+no resolved name across workers): with six files each name a task used cost
+about six times as much. The logic lives in plugins/module_utils; these are
+thin wrappers, documented in the sidecar plugins/filter/<filter>.yml files
+(bench/README.md, filters --ansible).
+"""
 
 from __future__ import annotations
 
 import functools
 import multiprocessing
 import os
+import re
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.colo.webfarm.plugins.module_utils import firewall as _f
 from ansible_collections.colo.webfarm.plugins.module_utils import topology as _t
 
 
@@ -194,8 +206,98 @@ def farm_settings(topology_, hostvars=None):
     return _t.farm_settings(topology_, hostvars)
 
 
+# --- The firewall role's rules
+
+@_ansible_errors
+def nft_rules(flows, host=None, controller=None):
+    return _f.nft_rules(flows, host, controller)
+
+
+# --- Balancer routes, sticky cookie values and weights
+
+@_ansible_errors
+def route_id(name, route=None):
+    return _t.route_id(name, route)
+
+
+@_ansible_errors
+def cookie_value(route, mode="haproxy"):
+    return _t.cookie_value(route, mode)
+
+
+@_ansible_errors
+def cookie_route(value, mode="haproxy"):
+    return _t.cookie_route(value, mode)
+
+
+@_ansible_errors
+def balancer_weight(weight, balancer="haproxy"):
+    return _t.balancer_weight(weight, balancer)
+
+
+# --- The redundant tier: who shares which virtual address (keepalived) and which HAProxy balancers synchronise their stick tables (peers)
+
+@_ansible_errors
+def vrrp_plan(topology_, vips=None, group=None, router_id_base=None):
+    return _t.vrrp_plan(topology_, vips, group, router_id_base)
+
+
+@_ansible_errors
+def haproxy_peers(topology_):
+    return _t.haproxy_peers(topology_)
+
+
+# --- The monitoring role and the exporters
+
+@_ansible_errors
+def monitoring_targets(topology_):
+    return _t.monitoring_targets(topology_)
+
+
+@_ansible_errors
+def monitoring_host(topology_, host):
+    return _t.monitoring_host(topology_, host)
+
+
+@_ansible_errors
+def monitoring_settings(values):
+    return _t.monitoring_settings(dict(values))
+
+
+# --- Secrets still holding placeholder values, named without their values
+
+def secret_placeholders(hostvars, hosts, variables, placeholders, pattern=None):
+    """Return ``"host: variable"`` for each secret left at a placeholder.
+
+    A value is a placeholder when it is one of ``placeholders`` or, whatever
+    its length, when ``pattern`` (a regular expression, searched) matches it,
+    so ``CHANGE_ME_PLEASE`` counts as well as ``CHANGE_ME``.
+    Only hosts that define the variable are checked. Values are compared,
+    never returned, so the result is safe to print.
+    """
+    for name, value in (("hosts", hosts), ("variables", variables), ("placeholders", placeholders)):
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise AnsibleFilterError("colo.webfarm.secret_placeholders: '%s' must be a list, got %r"
+                                     % (name, type(value).__name__))
+    bad = set(placeholders)
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except (re.error, TypeError) as exc:
+        raise AnsibleFilterError("colo.webfarm.secret_placeholders: 'pattern' is not a regular expression: %s" % exc)
+    found = []
+    for host in hosts:
+        hv = hostvars.get(host) or {}
+        for var in variables:
+            if var not in hv:
+                continue
+            value = hv.get(var)
+            if value in bad or (regex is not None and isinstance(value, str) and regex.search(value)):
+                found.append("%s: %s" % (host, var))
+    return found
+
+
 class FilterModule(object):
-    """colo.webfarm topology filters."""
+    """colo.webfarm filters (every one of them: see the module docstring)."""
 
     def filters(self):
         return {
@@ -210,4 +312,15 @@ class FilterModule(object):
             "farm_host": farm_host,
             "farm_settings": farm_settings,
             "app_settings": app_settings,
+            "nft_rules": nft_rules,
+            "route_id": route_id,
+            "cookie_value": cookie_value,
+            "cookie_route": cookie_route,
+            "balancer_weight": balancer_weight,
+            "vrrp_plan": vrrp_plan,
+            "haproxy_peers": haproxy_peers,
+            "monitoring_targets": monitoring_targets,
+            "monitoring_host": monitoring_host,
+            "monitoring_settings": monitoring_settings,
+            "secret_placeholders": secret_placeholders,
         }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.colo.webfarm.plugins.filter import monitoring as M
 from ansible_collections.colo.webfarm.plugins.filter import topology as T
 
 
@@ -37,7 +36,7 @@ def farm(monitoring=("mon1",), windows=(), cache=(), balancer="haproxy", termina
 
 
 def jobs(t):
-    return {j["name"]: [x["target"] for x in j["targets"]] for j in M.monitoring_targets(t)["jobs"]}
+    return {j["name"]: [x["target"] for x in j["targets"]] for j in T.monitoring_targets(t)["jobs"]}
 
 
 def test_targets_cover_every_tier():
@@ -51,7 +50,7 @@ def test_targets_cover_every_tier():
     assert got["mysqld"] == ["10.0.0.21:9104", "10.0.0.22:9104"]
     assert got["redis"] == ["10.0.0.61:9121"]
     assert "windows" not in got
-    t = M.monitoring_targets(farm())
+    t = T.monitoring_targets(farm())
     assert t["enabled"] and t["host"] == "mon1" and t["address"] == "10.0.0.40"
     assert t["tls_endpoints"] == ["10.0.0.2:443"]
     assert t["hosts"]["db1"] == ["node", "mysqld"] and t["hosts"]["lb1"] == ["node", "haproxy"]
@@ -65,7 +64,7 @@ def test_apache_balancer_and_native_tls():
     got = jobs(t)
     assert "haproxy" not in got
     assert got["apache"] == ["10.0.0.3:9117", "10.0.0.11:9117", "10.0.0.12:9117"]
-    assert M.monitoring_targets(t)["tls_endpoints"] == ["10.0.0.3:443"]
+    assert T.monitoring_targets(t)["tls_endpoints"] == ["10.0.0.3:443"]
 
 
 def test_exporters_can_be_turned_off_and_windows_on():
@@ -82,7 +81,7 @@ def test_exporters_can_be_turned_off_and_windows_on():
 
 def test_without_monitoring_host_nothing_changes():
     with_group = farm(monitoring=())
-    t = M.monitoring_targets(with_group)
+    t = T.monitoring_targets(with_group)
     assert t["enabled"] is False and t["jobs"] == [] and t["tls_endpoints"] == [] and t["hosts"] == {}
     flows = T.firewall_flows(with_group)
     names = {f["name"] for fl in flows.values() for f in fl}
@@ -139,14 +138,14 @@ def test_windows_monitoring_host_refused():
 
 
 def test_settings_accept_good_values():
-    got = M.monitoring_settings({
+    got = T.monitoring_settings({
         "monitoring_threshold_replica_lag_seconds": "30", "monitoring_threshold_disk_free_percent": 12.5,
         "monitoring_retention": "15d", "monitoring_scrape_interval": "5s",
         "monitoring_receiver": {"type": "webhook", "url": "http://127.0.0.1:9099/alerts"},
         "monitoring_other": [1]})
     assert got["monitoring_threshold_replica_lag_seconds"] == 30
     assert got["monitoring_threshold_disk_free_percent"] == 12.5
-    assert M.monitoring_settings({"monitoring_receiver": {"type": "email", "to": "ops@example.com",
+    assert T.monitoring_settings({"monitoring_receiver": {"type": "email", "to": "ops@example.com",
                                   "from": "farm@example.com", "smarthost": "mail.example.com:587"}})
 
 
@@ -166,23 +165,23 @@ def test_settings_accept_good_values():
 ])
 def test_settings_refuse_bad_values(values, needle):
     with pytest.raises(AnsibleFilterError, match=needle):
-        M.monitoring_settings(values)
+        T.monitoring_settings(values)
 
 
 def test_web_state_of_the_linux_web_nodes():
-    t = M.monitoring_targets(farm(windows=["win1"]))
+    t = T.monitoring_targets(farm(windows=["win1"]))
     nfs = [{"name": "nfs1", "address": "10.0.0.31", "port": 2049}]
     assert t["web_state"] == {"web1": {"phpfpm": True, "nfs_servers": nfs},
                               "web2": {"phpfpm": True, "nfs_servers": nfs}}
     # the NFS probe off: PHP-FPM only; PHP-FPM needs the apache exporter's status vhost
-    t = M.monitoring_targets(farm(webfarm_monitoring_exporters={"nfs": False}))
+    t = T.monitoring_targets(farm(webfarm_monitoring_exporters={"nfs": False}))
     assert t["web_state"]["web1"] == {"phpfpm": True, "nfs_servers": []}
-    t = M.monitoring_targets(farm(webfarm_monitoring_exporters={"apache": False}))
+    t = T.monitoring_targets(farm(webfarm_monitoring_exporters={"apache": False}))
     assert t["web_state"]["web1"] == {"phpfpm": False, "nfs_servers": nfs}
     # both off, or the node exporter off (the textfile collector): nothing
-    assert M.monitoring_targets(farm(webfarm_monitoring_exporters={"phpfpm": False, "nfs": False}))["web_state"] == {}
-    assert M.monitoring_targets(farm(webfarm_monitoring_exporters={"node": False}))["web_state"] == {}
-    assert M.monitoring_targets(farm(monitoring=()))["web_state"] == {}
+    assert T.monitoring_targets(farm(webfarm_monitoring_exporters={"phpfpm": False, "nfs": False}))["web_state"] == {}
+    assert T.monitoring_targets(farm(webfarm_monitoring_exporters={"node": False}))["web_state"] == {}
+    assert T.monitoring_targets(farm(monitoring=()))["web_state"] == {}
 
 
 def test_textfile_dir_is_a_farm_setting():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.colo.webfarm.plugins.filter import monitoring as M
 from ansible_collections.colo.webfarm.plugins.filter import topology as T
 from ansible_collections.colo.webfarm.plugins.module_utils import topology as core
 
@@ -53,13 +52,13 @@ def test_one_hosts_flows_are_its_part_of_the_farms(name):
 @pytest.mark.parametrize("name", sorted(FARMS))
 def test_monitoring_host_is_the_hosts_part_of_the_targets(name):
     t = FARMS[name]
-    targets = M.monitoring_targets(t)
+    targets = T.monitoring_targets(t)
     for host in t["hosts"]:
-        part = M.monitoring_host(t, host)
+        part = T.monitoring_host(t, host)
         assert part["enabled"] is targets["enabled"]
         assert part["jobs"] == targets["hosts"].get(host, []), host
         assert part["web_state"] == targets["web_state"].get(host), host
-    assert M.monitoring_host(t, "not-in-the-farm")["jobs"] == []
+    assert T.monitoring_host(t, "not-in-the-farm")["jobs"] == []
 
 
 def test_farm_host_is_the_hosts_entry():
@@ -84,7 +83,7 @@ class _Untouchable(list):
 def test_a_web_nodes_part_does_not_read_the_web_tier():
     t = farm(n_web=50)
     expected_flows = T.firewall_flows(t, "web7")
-    expected_part = M.monitoring_host(t, "web7")
+    expected_part = T.monitoring_host(t, "web7")
     hosts = dict(t["hosts"])
     t = dict(t, groups=dict(t["groups"], web=_Untouchable(t["groups"]["web"]),
                             web_linux=_Untouchable(t["groups"]["web_linux"])))

@@ -9,7 +9,6 @@ from ansible.errors import AnsibleFilterError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.colo.webfarm.plugins.filter import routes as R
 from ansible_collections.colo.webfarm.plugins.filter import topology as T
 from ansible_collections.colo.webfarm.plugins.module_utils import topology as core
 
@@ -81,37 +80,37 @@ def test_address_defaults_to_ansible_host():
     ("x" * 63, "x" * 63),
 ])
 def test_route_id_derivation(name, expected):
-    assert R.route_id(name) == expected
+    assert T.route_id(name) == expected
 
 
 def test_route_id_long_name_is_short_and_distinct():
-    a, b = R.route_id("n" * 80 + "a"), R.route_id("n" * 80 + "b")
+    a, b = T.route_id("n" * 80 + "a"), T.route_id("n" * 80 + "b")
     assert len(a) < 64 and len(b) < 64 and a != b
 
 
 @pytest.mark.parametrize("route", ["a.b", "a;b", "a,b", "a~b", "a|b", "", "x" * 64, 7])
 def test_route_id_rejects_bad_explicit_route(route):
     with pytest.raises(AnsibleFilterError, match="webfarm_route"):
-        R.route_id("web1", route)
+        T.route_id("web1", route)
 
 
 @pytest.mark.parametrize("mode,value", [
     ("haproxy", "web1"), ("apache", ".web1"), ("apache_legacy", "balancer.web1")])
 def test_cookie_value_and_parse_back(mode, value):
-    assert R.cookie_value("web1", mode) == value
-    assert R.cookie_route(value, mode) == "web1"
+    assert T.cookie_value("web1", mode) == value
+    assert T.cookie_route(value, mode) == "web1"
 
 
 def test_cookie_route_apache_parser_rules():
-    assert R.cookie_route("abc", "apache") == ""           # no '.', no route
-    assert R.cookie_route("sid.web2;x", "apache") == "web2"  # cut at ';'
-    assert R.cookie_route("sid.web2,y", "apache") == "web2"  # cut at ','
-    assert R.cookie_route("a.b.c", "apache") == ""           # 'b.c' is no valid route
+    assert T.cookie_route("abc", "apache") == ""           # no '.', no route
+    assert T.cookie_route("sid.web2;x", "apache") == "web2"  # cut at ';'
+    assert T.cookie_route("sid.web2,y", "apache") == "web2"  # cut at ','
+    assert T.cookie_route("a.b.c", "apache") == ""           # 'b.c' is no valid route
 
 
 def test_cookie_value_unknown_mode():
     with pytest.raises(AnsibleFilterError, match="mode"):
-        R.cookie_value("web1", "nginx")
+        T.cookie_value("web1", "nginx")
 
 
 def test_route_map_lines():
@@ -120,14 +119,14 @@ def test_route_map_lines():
 
 @pytest.mark.parametrize("weight,expected", [(1, 1), (50, 50), (100, 100), ("40", 40)])
 def test_balancer_weight_keeps_proportions(weight, expected):
-    assert R.balancer_weight(weight, "haproxy") == expected
-    assert R.balancer_weight(weight, "apache") == expected
+    assert T.balancer_weight(weight, "haproxy") == expected
+    assert T.balancer_weight(weight, "apache") == expected
 
 
 @pytest.mark.parametrize("weight", [0, 101, -1, "heavy", 1.5, True, None])
 def test_balancer_weight_rejects(weight):
     with pytest.raises(AnsibleFilterError, match="webfarm_weight"):
-        R.balancer_weight(weight)
+        T.balancer_weight(weight)
 
 
 def test_firewall_flows_follow_topology():
@@ -338,7 +337,7 @@ def test_inputs_not_mutated():
 
 
 def test_secret_placeholders_names_without_values():
-    from ansible_collections.colo.webfarm.plugins.filter.secret_placeholders import secret_placeholders
+    from ansible_collections.colo.webfarm.plugins.filter.topology import secret_placeholders
     hv = {"a": {"pw": "CHANGE_ME", "other": "x"}, "b": {"pw": "real-secret"}, "c": {}}
     found = secret_placeholders(hv, ["a", "b", "c"], ["pw", "other"], ["CHANGE_ME", ""])
     assert found == ["a: pw"]
@@ -347,7 +346,7 @@ def test_secret_placeholders_names_without_values():
 
 
 def test_secret_placeholders_pattern_catches_long_change_me_values():
-    from ansible_collections.colo.webfarm.plugins.filter.secret_placeholders import secret_placeholders
+    from ansible_collections.colo.webfarm.plugins.filter.topology import secret_placeholders
     hv = {"a": {"pw": "CHANGE_ME_BEFORE_PRODUCTION"}, "b": {"pw": "please-changeme-now"},
           "c": {"pw": "a-real-long-secret"}, "d": {"pw": 12345678}}
     found = secret_placeholders(hv, ["a", "b", "c", "d"], ["pw"], ["CHANGE_ME"], "(?i)change[-_ ]?me")
@@ -768,3 +767,14 @@ def test_without_ansibles_caches_the_model_reads_the_controllers_variables():
     counting["localhost"] = {"webfarm_model": stored}
     assert T._controller_runtime_vars(counting) is None  # a plain mapping has no variable manager
     assert T.model(groups, counting) is stored
+
+
+def test_every_filter_lives_in_one_file_with_its_doc():
+    # ansible-core 2.19 loads every Python file of plugins/filter/ for each
+    # collection filter a task names, in every forked worker: one file keeps
+    # that to one (plugins/filter/topology.py's docstring, bench/README.md).
+    import os
+    here = os.path.dirname(T.__file__)
+    assert sorted(f for f in os.listdir(here) if f.endswith(".py")) == ["topology.py"]
+    docs = {f[:-4] for f in os.listdir(here) if f.endswith(".yml")}
+    assert docs == set(T.FilterModule().filters())

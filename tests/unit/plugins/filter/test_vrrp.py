@@ -8,7 +8,6 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.colo.webfarm.plugins.filter import topology as T
-from ansible_collections.colo.webfarm.plugins.filter import vrrp as V
 from ansible_collections.colo.webfarm.plugins.module_utils import topology as core
 
 
@@ -29,7 +28,7 @@ def test_priority_function():
 
 
 def test_plan_edge_with_stunnel_in_natural_order():
-    plan = V.vrrp_plan(farm(edge=("edge10", "edge2", "edge1")), "10.0.0.100/24")
+    plan = T.vrrp_plan(farm(edge=("edge10", "edge2", "edge1")), "10.0.0.100/24")
     assert plan["group"] == "edge"
     assert [(p["name"], p["priority"]) for p in plan["peers"]] == [("edge1", 200), ("edge2", 190), ("edge10", 180)]
     assert plan["instances"] == [{"name": "web", "address": "10.0.0.100", "prefix": 24, "cidr": "10.0.0.100/24",
@@ -43,26 +42,26 @@ def test_plan_edge_with_stunnel_in_natural_order():
 
 @pytest.mark.parametrize("kwargs", [{"terminator": "haproxy"}, {"edge": ()}])
 def test_plan_balancers_when_tls_on_haproxy_or_no_edge(kwargs):
-    plan = V.vrrp_plan(farm(**kwargs), "10.0.0.100/24")
+    plan = T.vrrp_plan(farm(**kwargs), "10.0.0.100/24")
     assert plan["group"] == "balancers"
     assert [p["name"] for p in plan["peers"]] == ["lb1", "lb2"]
 
 
 def test_plan_priorities_independent_of_inventory_order():
-    a = V.vrrp_plan(farm(edge=("edge1", "edge2")), "10.0.0.100/24")
-    b = V.vrrp_plan(farm(edge=("edge2", "edge1")), "10.0.0.100/24")
+    a = T.vrrp_plan(farm(edge=("edge1", "edge2")), "10.0.0.100/24")
+    b = T.vrrp_plan(farm(edge=("edge2", "edge1")), "10.0.0.100/24")
     assert a == b
 
 
 def test_plan_several_vips_and_router_ids():
     vips = ["10.0.0.100/24", {"name": "api", "address": "10.0.0.101/24", "virtual_router_id": 7},
             {"address": "10.0.0.102/24"}]
-    plan = V.vrrp_plan(farm(), vips, "", 60)
+    plan = T.vrrp_plan(farm(), vips, "", 60)
     assert [(i["name"], i["virtual_router_id"]) for i in plan["instances"]] == [("web", 60), ("api", 7), ("vip2", 62)]
 
 
 def test_plan_explicit_group():
-    assert V.vrrp_plan(farm(), "10.0.0.100/24", "balancers")["group"] == "balancers"
+    assert T.vrrp_plan(farm(), "10.0.0.100/24", "balancers")["group"] == "balancers"
 
 
 @pytest.mark.parametrize("vips,var", [
@@ -84,7 +83,7 @@ def test_plan_explicit_group():
 ])
 def test_plan_bad_vips_name_the_variable(vips, var):
     with pytest.raises(AnsibleFilterError) as exc:
-        V.vrrp_plan(farm(), vips)
+        T.vrrp_plan(farm(), vips)
     assert "colo.webfarm.vrrp_plan" in str(exc.value)
     assert "variable '%s'" % var in str(exc.value)
 
@@ -92,21 +91,21 @@ def test_plan_bad_vips_name_the_variable(vips, var):
 def test_plan_vip_outside_subnet_names_the_peer():
     # lb3 sits in 10.0.1.0/24: the address cannot move to it
     with pytest.raises(AnsibleFilterError, match=r"host 'lb3'.*webfarm_vip\[0\]\.address.*10\.0\.1\.7"):
-        V.vrrp_plan(farm(edge=(), balancers=("lb1", "lb3")), "10.0.0.100/24")
+        T.vrrp_plan(farm(edge=(), balancers=("lb1", "lb3")), "10.0.0.100/24")
 
 
 def test_plan_one_peer_fails():
     with pytest.raises(AnsibleFilterError, match=r"groups\.edge \(the VRRP peers\).*\['edge1'\].*at least two"):
-        V.vrrp_plan(farm(edge=("edge1",)), "10.0.0.100/24")
+        T.vrrp_plan(farm(edge=("edge1",)), "10.0.0.100/24")
 
 
 def test_plan_bad_group_and_base():
     with pytest.raises(AnsibleFilterError, match="webfarm_vrrp_group"):
-        V.vrrp_plan(farm(), "10.0.0.100/24", "web")
+        T.vrrp_plan(farm(), "10.0.0.100/24", "web")
     with pytest.raises(AnsibleFilterError, match="webfarm_vrrp_router_id_base"):
-        V.vrrp_plan(farm(), "10.0.0.100/24", "", 0)
+        T.vrrp_plan(farm(), "10.0.0.100/24", "", 0)
     with pytest.raises(AnsibleFilterError, match="topology"):
-        V.vrrp_plan({}, "10.0.0.100/24")
+        T.vrrp_plan({}, "10.0.0.100/24")
 
 
 # ------------------------------------------------ the VRRP farm settings --
@@ -119,12 +118,12 @@ def test_vrrp_settings_default_to_no_address_automatic_group_and_51():
 def test_plan_reads_the_farm_settings_when_called_without_arguments():
     t = farm(webfarm_vip=["10.0.0.100/24", {"name": "api", "address": "10.0.0.101/24"}],
              webfarm_vrrp_group="balancers", webfarm_vrrp_router_id_base=70)
-    plan = V.vrrp_plan(t)
+    plan = T.vrrp_plan(t)
     assert plan["group"] == "balancers"
     assert [(i["name"], i["virtual_router_id"]) for i in plan["instances"]] == [("web", 70), ("api", 71)]
     # an explicit argument still wins (the filter's documented options)
-    assert V.vrrp_plan(t, "10.0.0.100/24", "edge", 51)["group"] == "edge"
-    assert V.vrrp_plan(t) == V.vrrp_plan(t, t["settings"]["vip"], "balancers", 70)
+    assert T.vrrp_plan(t, "10.0.0.100/24", "edge", 51)["group"] == "edge"
+    assert T.vrrp_plan(t) == T.vrrp_plan(t, t["settings"]["vip"], "balancers", 70)
 
 
 @pytest.mark.parametrize("var,value,expect", [
@@ -169,12 +168,12 @@ def test_plan_does_not_mutate_inputs():
     t = farm()
     vips = [{"name": "web", "address": "10.0.0.100/24"}]
     before = copy.deepcopy((t, vips))
-    V.vrrp_plan(t, vips)
+    T.vrrp_plan(t, vips)
     assert (t, vips) == before
 
 
 def test_filter_registered():
-    assert V.FilterModule().filters()["vrrp_plan"] is V.vrrp_plan
+    assert T.FilterModule().filters()["vrrp_plan"] is T.vrrp_plan
 
 
 # ------------------------------------------------------------ haproxy peers --
@@ -190,7 +189,7 @@ def _lb_farm(balancers, extra=None):
 
 def test_haproxy_peers_two_or_more_in_natural_order():
     topo = _lb_farm([("lb10", "haproxy"), ("lb2", "haproxy"), ("lb3", "apache")])
-    assert V.haproxy_peers(topo) == [{"name": "lb2", "address": "10.0.0.21", "port": 10000},
+    assert T.haproxy_peers(topo) == [{"name": "lb2", "address": "10.0.0.21", "port": 10000},
                                      {"name": "lb10", "address": "10.0.0.20", "port": 10000}]
     flows = core.firewall_flows(topo)
     assert {"name": "haproxy-peers", "proto": "tcp", "port": 10000, "sources": ["10.0.0.20/32"]} in flows["lb2"]
@@ -201,14 +200,14 @@ def test_haproxy_peers_two_or_more_in_natural_order():
 def test_haproxy_peers_none_with_one_haproxy_balancer():
     for balancers in ([("lb1", "haproxy")], [("lb1", "haproxy"), ("lb2", "apache")]):
         topo = _lb_farm(balancers)
-        assert V.haproxy_peers(topo) == []
+        assert T.haproxy_peers(topo) == []
         assert not [f for flows in core.firewall_flows(topo).values() for f in flows if f["name"] == "haproxy-peers"]
 
 
 def test_haproxy_peers_port_is_the_farm_setting_and_checked():
     topo = _lb_farm([("lb1", "haproxy"), ("lb2", "haproxy")],
                     {"lb1": {"webfarm_haproxy_peers_port": 10001}, "lb2": {"webfarm_haproxy_peers_port": 10001}})
-    assert [p["port"] for p in V.haproxy_peers(topo)] == [10001, 10001]
+    assert [p["port"] for p in T.haproxy_peers(topo)] == [10001, 10001]
     assert {"name": "haproxy-peers", "proto": "tcp", "port": 10001, "sources": ["10.0.0.20/32"]} in \
         core.firewall_flows(topo)["lb2"]
     with pytest.raises(AnsibleFilterError) as err:
@@ -221,4 +220,4 @@ def test_haproxy_peers_port_is_the_farm_setting_and_checked():
 
 
 def test_haproxy_peers_filter_registered():
-    assert V.FilterModule().filters()["haproxy_peers"] is V.haproxy_peers
+    assert T.FilterModule().filters()["haproxy_peers"] is T.haproxy_peers
