@@ -235,7 +235,8 @@ def balancer_weight(weight, balancer="haproxy"):
     return _t.balancer_weight(weight, balancer)
 
 
-# --- The redundant tier: who shares which virtual address (keepalived) and which HAProxy balancers synchronise their stick tables (peers)
+# --- The redundant tier: who shares which virtual address (keepalived) and
+# which HAProxy balancers synchronise their stick tables (peers)
 
 @_ansible_errors
 def vrrp_plan(topology_, vips=None, group=None, router_id_base=None):
